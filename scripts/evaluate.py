@@ -1,0 +1,60 @@
+"""Perplexity of a saved model (Keras or .tflite) on a split, the standard way.
+
+  python scripts/evaluate.py --model_dir=runs/train --split=test
+  python scripts/evaluate.py --model=runs/train/tflite_int8/model.tflite --split=test
+
+State is carried over the whole split; perplexity is exp of the mean NLL over
+every token after the first, <eos> included. Prints (and optionally writes)
+JSON: {model, format, split, ppl, nll, tokens}.
+"""
+
+import json
+
+from absl import flags
+
+import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tflm_compress import artifacts, cli, export, io_utils
+from tflm_compress.data.reader import SPLITS
+from tflm_compress.models import load_model
+from tflm_compress.training import evaluate_perplexity
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", "", "Run dir holding model.keras and vocab.txt.")
+flags.DEFINE_string("model", "", "A model.keras or .tflite file (instead of --model_dir).")
+flags.DEFINE_string("vocab", "", "vocab.txt (default: beside the model).")
+flags.DEFINE_string("data_dir", "", "Corpus folder (default: the run's corpus, else generated).")
+flags.DEFINE_enum("split", "test", SPLITS, "Split to score.")
+flags.DEFINE_integer("batch_size", 1, "Rows (Keras only; 1 = one stream).", lower_bound=1)
+flags.DEFINE_integer("num_steps", 35, "Window length (Keras only; speed only).", lower_bound=1)
+flags.DEFINE_integer("threads", 1, "Interpreter threads (.tflite only).", lower_bound=1)
+flags.DEFINE_string("output_json", "", "Also write the result here.")
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab)
+  vocab = source.vocab()
+  if source.is_tflite:
+    model = export.TFLiteStepModel(source.model_path, num_threads=FLAGS.threads)
+    num_logits = model.vocab_size
+  else:
+    model = load_model(source.model_path)
+    num_logits = export.vocab_size_of(model)
+  if num_logits != len(vocab):
+    raise tflm_compress.UserError(
+        f"{source.model_path} has {num_logits} logits but {source.vocab_path} has {len(vocab)} "
+        "words; pass the vocab.txt the model was trained with")
+  ids = source.corpus(FLAGS.data_dir, vocab).split(FLAGS.split)
+  if source.is_tflite:
+    stats = model.perplexity(ids)
+  else:
+    stats = evaluate_perplexity(model, ids, FLAGS.batch_size, FLAGS.num_steps)
+  result = {"model": source.model_path, "format": "tflite" if source.is_tflite else "keras",
+            "split": FLAGS.split, **stats}
+  if FLAGS.output_json:
+    io_utils.atomic_write_json(FLAGS.output_json, result)
+  print(json.dumps(result, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,53 @@
+"""Shared fixtures: a small generated corpus and a tiny trained model."""
+
+import dataclasses
+import os
+
+import pytest
+
+import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tflm_compress.data import GeneratedCorpusConfig, generated_corpus
+from tflm_compress.models import get_preset
+
+# A source small enough that the tiny model gets close to its entropy in seconds.
+SMALL_SOURCE = GeneratedCorpusConfig(vocab_size=200, num_classes=5, train_tokens=50_000,
+                                     valid_tokens=5_000, test_tokens=5_000, seed=0)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_addoption(parser):
+  parser.addoption("--run_large", action="store_true", help="run slow golden tests")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--run_large"):
+    return
+  skip = pytest.mark.skip(reason="large test: pass --run_large")
+  for item in items:
+    if "large" in item.keywords:
+      item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_corpus():
+  return generated_corpus(SMALL_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(small_corpus, tmp_path_factory):
+  """A tiny model trained 3 epochs on the small generated corpus: (run dir, metrics)."""
+  from tflm_compress.training import train_language_model  # pylint: disable=g-import-not-at-top
+
+  preset = get_preset("tiny")
+  run_dir = str(tmp_path_factory.mktemp("tiny_run"))
+  metrics = train_language_model(small_corpus, preset.model,
+                                 dataclasses.replace(preset.train, epochs=3), run_dir,
+                                 progress=False, log=lambda _: None)
+  return run_dir, metrics
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run):
+  from tflm_compress.models import load_model  # pylint: disable=g-import-not-at-top
+
+  return load_model(os.path.join(tiny_run[0], "model.keras"))

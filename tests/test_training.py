@@ -1,0 +1,119 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tflm_compress.data import MarkovWordSource
+from tflm_compress.training import eval_windows, evaluate_perplexity
+
+from conftest import REPO_ROOT, SMALL_SOURCE
+
+
+def test_tiny_model_approaches_the_source_entropy(tiny_run):
+  _, metrics = tiny_run
+  bound = MarkovWordSource(SMALL_SOURCE).min_perplexity()
+  # No model beats the source's entropy rate (up to the test split's sampling
+  # noise); the tiny model gets within 10% of it in 3 short epochs.
+  assert 0.97 * bound <= metrics["test_ppl"] <= 1.10 * bound, (metrics["test_ppl"], bound)
+  assert metrics["history"][-1]["train_ppl"] < metrics["history"][0]["train_ppl"]
+
+
+def test_run_dir_contents(tiny_run):
+  run_dir, metrics = tiny_run
+  for name in ("model.keras", "vocab.txt", "metrics.json", "config.json", "history.json"):
+    assert os.path.exists(os.path.join(run_dir, name)), name
+  assert os.listdir(os.path.join(run_dir, "logs"))  # TensorBoard events.
+  on_disk = json.load(open(os.path.join(run_dir, "metrics.json")))
+  assert on_disk["params"] == metrics["params"] > 0
+  assert on_disk["test_ppl"] == pytest.approx(metrics["test_ppl"])
+  assert not [f for f in os.listdir(run_dir) if ".tmp-" in f]  # No temp files left.
+
+
+def test_eval_windows_cover_every_target_once():
+  ids = np.arange(23)
+  x, y, w = eval_windows(ids, batch_size=2, num_steps=4)
+  # 23 // 2 = 11 per row -> 10 targets per row, 3 windows of 4 (2 padded).
+  assert x.shape == (3, 2, 4) and w.sum() == 20
+  targets = y.transpose(1, 0, 2).reshape(2, -1)[:, :10]
+  np.testing.assert_array_equal(targets, [np.arange(1, 11), np.arange(12, 22)])
+
+
+def test_perplexity_does_not_depend_on_window_length(tiny_model, small_corpus):
+  ids = small_corpus.split("valid")[:1000]
+  a = evaluate_perplexity(tiny_model, ids, batch_size=1, num_steps=7)
+  b = evaluate_perplexity(tiny_model, ids, batch_size=1, num_steps=50)
+  assert a["tokens"] == b["tokens"] == 999
+  assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-5)
+
+
+def _train_cmd(output_dir, *extra):
+  return [sys.executable, os.path.join(REPO_ROOT, "scripts", "train.py"), "--config=tiny",
+          "--epochs=3", f"--output_dir={output_dir}", "--progress=false", *extra]
+
+
+def test_resume_after_kill_gives_the_same_result(tmp_path):
+  """A run killed after its first epoch resumes and ends like an unbroken run."""
+  straight = tmp_path / "straight"
+  subprocess.run(_train_cmd(straight), check=True, capture_output=True, cwd=REPO_ROOT)
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(_train_cmd(killed), cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while not (killed / "history.json").exists():
+    assert proc.poll() is None and time.time() < deadline, "run ended before its first epoch"
+    time.sleep(0.2)
+  proc.kill()
+  proc.wait()
+  assert not (killed / "metrics.json").exists()
+  done = subprocess.run(_train_cmd(killed), check=True, capture_output=True, text=True,
+                        cwd=REPO_ROOT)
+  assert "resuming" in done.stdout
+  a = json.load(open(straight / "metrics.json"))
+  b = json.load(open(killed / "metrics.json"))
+  assert [h["epoch"] for h in b["history"]] == [1, 2, 3]
+  assert b["test_ppl"] == pytest.approx(a["test_ppl"], rel=1e-4)
+
+
+_MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tflm_compress
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tflm_compress.data import GeneratedCorpusConfig, generated_corpus
+    from tflm_compress.models import ModelConfig, TrainConfig, build_language_model
+    from tflm_compress.training import Trainer
+    corpus = generated_corpus(GeneratedCorpusConfig(vocab_size=50, num_classes=5,
+        train_tokens=3000, valid_tokens=500, test_tokens=500))
+    config = ModelConfig(vocab_size=len(corpus.vocab), embedding_size=8, hidden_sizes=(8, 8))
+    train = TrainConfig(batch_size=4, num_steps=5, optimizer="sgd", learning_rate=1.0)
+    results = {}
+    for name, strategy in [("single", tf.distribute.get_strategy()),
+                           ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
+      trainer = Trainer(lambda: build_language_model(config, seed=0), train, strategy)
+      stats = trainer.train_epoch(corpus.split("train"), progress=False)
+      ev = trainer.evaluate(corpus.split("valid"), batch_size=2, num_steps=10)
+      results[name] = {"weights": [w.tolist() for w in trainer.model.get_weights()],
+                       "ppl": stats["ppl"], "eval": ev["ppl"],
+                       "replicas": trainer.num_replicas}
+    print("RESULT" + json.dumps(results))
+""")
+
+
+def test_mirrored_two_replicas_equal_one_device():
+  """Row sharding + all-reduce: 2 replicas train exactly like 1 on the global batch."""
+  out = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True, text=True,
+                       cwd=REPO_ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.loads(out.stdout.split("RESULT", 1)[1])
+  single, mirrored = results["single"], results["mirrored"]
+  assert (single["replicas"], mirrored["replicas"]) == (1, 2)
+  assert mirrored["ppl"] == pytest.approx(single["ppl"], rel=1e-5)
+  assert mirrored["eval"] == pytest.approx(single["eval"], rel=1e-5)
+  for a, b in zip(single["weights"], mirrored["weights"]):
+    np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)

@@ -1,0 +1,61 @@
+"""Finding a run's model, vocabulary and corpus from script flags."""
+
+import dataclasses
+import os
+
+import tensorflow as tf
+
+from tflm_compress import io_utils
+from tflm_compress.data.corpus import Corpus, corpus_from_description, load_corpus
+from tflm_compress.data.vocab import Vocabulary
+from tflm_compress.errors import UserError
+from tflm_compress.training import CONFIG_FILE, MODEL_FILE, VOCAB_FILE
+
+
+@dataclasses.dataclass
+class ModelSource:
+  """Attributes:
+    model_path: a ``.keras`` or ``.tflite`` file.
+    vocab_path: its ``vocab.txt``.
+    run_config: the run's ``config.json`` contents, if there is a run dir.
+  """
+
+  model_path: str
+  vocab_path: str
+  run_config: dict | None
+
+  @property
+  def is_tflite(self) -> bool:
+    return self.model_path.lower().endswith(".tflite")
+
+  def vocab(self) -> Vocabulary:
+    return Vocabulary.load(self.vocab_path)
+
+  def corpus(self, data_dir: str | None, vocab: Vocabulary) -> Corpus:
+    """``data_dir`` if given; else the corpus the run was trained on; else generated."""
+    if data_dir:
+      return load_corpus(data_dir, vocab=vocab)
+    if self.run_config and "corpus" in self.run_config:
+      return corpus_from_description(self.run_config["corpus"], vocab=vocab)
+    return load_corpus("", vocab=vocab)
+
+
+def resolve(model_dir: str = "", model: str = "", vocab: str = "") -> ModelSource:
+  """``--model_dir=RUN`` or ``--model=FILE [--vocab=vocab.txt]``."""
+  if bool(model_dir) == bool(model):
+    raise UserError("pass exactly one of --model_dir=RUN_DIR or --model=FILE")
+  if model_dir:
+    if not tf.io.gfile.isdir(model_dir):
+      raise UserError(f"--model_dir={model_dir!r} is not a directory")
+    model = os.path.join(model_dir, MODEL_FILE)
+    if not tf.io.gfile.exists(model):
+      raise UserError(f"--model_dir={model_dir!r} has no {MODEL_FILE} (is the run finished?)")
+  elif not tf.io.gfile.exists(model):
+    raise UserError(f"--model={model!r} does not exist")
+  folder = os.path.dirname(model)
+  vocab = vocab or os.path.join(folder, VOCAB_FILE)
+  if not tf.io.gfile.exists(vocab):
+    raise UserError(f"no vocabulary for {model!r}: {vocab!r} does not exist; pass --vocab=vocab.txt")
+  config_path = os.path.join(model_dir or folder, CONFIG_FILE)
+  run_config = io_utils.read_json(config_path) if tf.io.gfile.exists(config_path) else None
+  return ModelSource(model, vocab, run_config)

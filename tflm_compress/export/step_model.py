@@ -1,0 +1,83 @@
+"""The streaming one-token step graph of a language model.
+
+The step function takes one token id and the LSTM states and returns the
+next-word logits and the new states, all with static batch 1. It calls the
+trained Keras model itself on a ``[1, 1]`` token tensor: the package's LSTM
+unrolls a static length-1 sequence into plain ops, so the graph lowers to
+GATHER / FULLY_CONNECTED / elementwise builtins, for every layer class that
+implements the same contract (compressed layers included).
+
+Signature (``serving_default``): inputs ``token`` int32 ``[1]``, then ``h{i}``,
+``c{i}`` float32 ``[1, H_i]`` per LSTM layer; outputs ``logits`` ``[1, V]`` and
+``h{i}_out``, ``c{i}_out``.
+"""
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tflm_compress.errors import UserError
+from tflm_compress.layers import LSTM, TiedEmbedding
+
+SIGNATURE_KEY = "serving_default"
+TOKEN_INPUT = "token"
+LOGITS_OUTPUT = "logits"
+
+# Layer classes the step graph knows how to lower; compression methods add theirs.
+_EXPORTABLE_LAYERS: dict[type, str] = {
+    keras.layers.InputLayer: "input",
+    keras.layers.Embedding: "GATHER",
+    keras.layers.Dropout: "identity at inference",
+    keras.layers.Dense: "FULLY_CONNECTED",
+    LSTM: "FULLY_CONNECTED + elementwise",
+    TiedEmbedding: "GATHER + FULLY_CONNECTED",
+}
+
+
+def register_exportable_layer(layer_class: type, lowering: str) -> type:
+  """Declares that ``layer_class`` lowers to builtin ops (``lowering`` says how)."""
+  _EXPORTABLE_LAYERS[layer_class] = lowering
+  return layer_class
+
+
+def check_exportable(model: keras.Model) -> None:
+  """Raises a UserError naming the first layer the step graph cannot lower."""
+  supported = sorted({cls.__name__ for cls in _EXPORTABLE_LAYERS})
+  for layer in model.layers:
+    if not any(type(layer) is cls for cls in _EXPORTABLE_LAYERS):
+      raise UserError(
+          f"layer {layer.name!r} ({type(layer).__name__}) cannot be exported to the TFLite step "
+          f"model; supported layers: {', '.join(supported)}")
+  if len(model.inputs) < 3 or model.inputs[0].dtype != tf.int32:
+    raise UserError(
+        f"model {model.name!r} is not a tflm_compress language model: expected inputs "
+        "[tokens int32, h0, c0, ...], got "
+        f"{[(t.name, t.dtype.name) for t in model.inputs]}")
+
+
+def state_layout(model: keras.Model) -> tuple[list[str], list[int]]:
+  """State names (``h0, c0, h1, ...``) and sizes, in the model's input order."""
+  sizes = [int(t.shape[-1]) for t in model.inputs[1:]]
+  names = [f"{kind}{i}" for i in range(len(sizes) // 2) for kind in ("h", "c")]
+  return names, sizes
+
+
+def vocab_size_of(model: keras.Model) -> int:
+  return int(model.outputs[0].shape[-1])
+
+
+def make_step_function(model: keras.Model) -> tf.types.experimental.ConcreteFunction:
+  """The step graph of ``model`` as a concrete function with stable names."""
+  check_exportable(model)
+  names, sizes = state_layout(model)
+  specs = [tf.TensorSpec([1], tf.int32, TOKEN_INPUT)]
+  specs += [tf.TensorSpec([1, s], tf.float32, n) for n, s in zip(names, sizes)]
+
+  @tf.function(input_signature=specs)
+  def step(token, *states):
+    outputs = model([tf.reshape(token, [1, 1])] + list(states), training=False)
+    result = {LOGITS_OUTPUT: tf.reshape(outputs[0], [1, vocab_size_of(model)])}
+    for name, state in zip(names, outputs[1:]):
+      result[f"{name}_out"] = state
+    return result
+
+  return step.get_concrete_function()

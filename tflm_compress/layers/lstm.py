@@ -1,0 +1,120 @@
+"""An LSTM layer that lowers to plain ops, for training and the step model."""
+
+import tensorflow as tf
+import tf_keras as keras
+
+PACKAGE = "tflm_compress"
+
+
+@keras.utils.register_keras_serializable(package=PACKAGE)
+class LSTM(keras.layers.Layer):
+  """Long short-term memory over a sequence, with explicit state in and out.
+
+  Same weights and gate order as ``keras.layers.LSTM`` (i, f, c, o): ``kernel``
+  ``[input_dim, 4*units]``, ``recurrent_kernel`` ``[units, 4*units]``,
+  ``bias`` ``[4*units]``. Unlike it, the time loop is written with plain ops:
+  unrolled when the sequence length is static (the step model has length 1,
+  so it lowers to FULLY_CONNECTED and elementwise ops in TFLite, with no WHILE
+  and no fused LSTM op), a ``tf.while_loop`` otherwise. The input projection of
+  all time steps is one matmul before the loop.
+
+  Subclasses change how ``kernel`` / ``recurrent_kernel`` are stored (low-rank,
+  tensor-train, ...) by overriding :meth:`build_kernels`,
+  :meth:`input_projection` and :meth:`recurrent_projection`.
+
+  Args:
+    units: hidden size ``H``.
+    kernel_initializer, recurrent_initializer, bias_initializer: initializers.
+    **kwargs: passed to ``keras.layers.Layer``.
+
+  Call arguments:
+    inputs: ``[x, h, c]`` with ``x`` float ``[B, T, input_dim]`` and ``h``,
+      ``c`` float ``[B, H]``: the state before the first step.
+
+  Returns:
+    ``[outputs, h, c]``: ``outputs`` ``[B, T, H]`` (h at every step) and the
+    state after the last step.
+
+  Example:
+    >>> lstm = LSTM(8)
+    >>> y, h, c = lstm([tf.zeros([2, 5, 4]), tf.zeros([2, 8]), tf.zeros([2, 8])])
+  """
+
+  def __init__(self, units: int, kernel_initializer="glorot_uniform",
+               recurrent_initializer="orthogonal", bias_initializer="zeros", **kwargs):
+    super().__init__(**kwargs)
+    if int(units) <= 0:
+      raise ValueError(f"LSTM units={units}; must be > 0")
+    self.units = int(units)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+    self.bias_initializer = keras.initializers.get(bias_initializer)
+
+  def build(self, input_shape):
+    x_shape = tf.TensorShape(input_shape[0])
+    self.input_dim = int(x_shape[-1])
+    self.build_kernels(self.input_dim)
+    self.bias = self.add_weight("bias", shape=(4 * self.units,),
+                                initializer=self.bias_initializer)
+    super().build(input_shape)
+
+  def build_kernels(self, input_dim: int) -> None:
+    self.kernel = self.add_weight("kernel", shape=(input_dim, 4 * self.units),
+                                  initializer=self.kernel_initializer)
+    self.recurrent_kernel = self.add_weight(
+        "recurrent_kernel", shape=(self.units, 4 * self.units),
+        initializer=self.recurrent_initializer)
+
+  def input_projection(self, x: tf.Tensor) -> tf.Tensor:
+    """``x @ kernel`` for ``x`` ``[N, input_dim]`` -> ``[N, 4H]``."""
+    return tf.matmul(x, self.kernel)
+
+  def recurrent_projection(self, h: tf.Tensor) -> tf.Tensor:
+    """``h @ recurrent_kernel`` for ``h`` ``[B, H]`` -> ``[B, 4H]``."""
+    return tf.matmul(h, self.recurrent_kernel)
+
+  def cell(self, z_x: tf.Tensor, h: tf.Tensor, c: tf.Tensor):
+    """One step given the input part ``z_x`` ``[B, 4H]`` (bias included)."""
+    z = z_x + self.recurrent_projection(h)
+    i, f, g, o = tf.split(z, 4, axis=-1)
+    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    h = tf.sigmoid(o) * tf.tanh(c)
+    return h, c
+
+  def call(self, inputs):
+    x, h, c = inputs
+    batch = tf.shape(x)[0]
+    steps_static = x.shape[1]
+    z_x = self.input_projection(tf.reshape(x, [-1, self.input_dim])) + self.bias
+    z_x = tf.reshape(z_x, tf.stack([batch, tf.shape(x)[1], 4 * self.units]))
+    if steps_static is not None:
+      outputs = []
+      for t in range(steps_static):
+        h, c = self.cell(z_x[:, t], h, c)
+        outputs.append(h)
+      return [tf.stack(outputs, axis=1), h, c]
+    z_time_major = tf.transpose(z_x, [1, 0, 2])
+    steps = tf.shape(z_time_major)[0]
+    outputs = tf.TensorArray(x.dtype, size=steps)
+
+    def body(t, h, c, outputs):
+      h, c = self.cell(z_time_major[t], h, c)
+      return t + 1, h, c, outputs.write(t, h)
+
+    _, h, c, outputs = tf.while_loop(lambda t, *_: t < steps, body, [0, h, c, outputs])
+    return [tf.transpose(outputs.stack(), [1, 0, 2]), h, c]
+
+  def compute_output_shape(self, input_shape):
+    x_shape = tf.TensorShape(input_shape[0])
+    state = tf.TensorShape([x_shape[0], self.units])
+    return [tf.TensorShape([x_shape[0], x_shape[1], self.units]), state, state]
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "units": self.units,
+        "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+        "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+    })
+    return config

@@ -1,0 +1,346 @@
+"""Training and perplexity evaluation under a ``tf.distribute`` strategy.
+
+The loop follows Zaremba et al. (2014): contiguous rows whose LSTM state is
+carried from batch to batch, loss = sum over time steps of the batch-mean
+cross-entropy, SGD with a per-epoch learning-rate decay and global-norm
+gradient clipping. It is a custom loop over ``strategy.run``: each replica
+keeps its own rows (see :mod:`tflm_compress.data.batching`) and its own carried
+state (per-replica values passed from step to step); gradients are all-reduced
+before clipping, so the update equals a single-device step on the global batch.
+
+A run dir holds ``config.json``, ``checkpoints/`` (one per finished epoch),
+``history.json``, ``logs/`` (TensorBoard), and at the end ``model.keras``,
+``vocab.txt`` and ``metrics.json``. Rerunning into the same dir resumes after
+the last finished epoch.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tflm_compress import distribute, io_utils
+from tflm_compress.data.batching import batchify, distributed_lm_dataset, replica_rows
+from tflm_compress.data.corpus import Corpus
+from tflm_compress.errors import UserError
+from tflm_compress.models.config import ModelConfig, TrainConfig
+from tflm_compress.models.lstm_lm import build_language_model, count_params
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+VOCAB_FILE = "vocab.txt"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class TrainingDivergedError(UserError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _state_sizes(model: keras.Model) -> list[int]:
+  return [int(t.shape[-1]) for t in model.inputs[1:]]
+
+
+def _zero_state_fn(model: keras.Model, batch_size: int):
+  sizes = _state_sizes(model)
+  return lambda: [tf.zeros([batch_size, s]) for s in sizes]
+
+
+def _make_optimizer(train: TrainConfig):
+  if train.optimizer == "sgd":
+    return keras.optimizers.SGD(learning_rate=train.learning_rate)
+  return keras.optimizers.Adam(learning_rate=train.learning_rate)
+
+
+def sequence_nll(model: keras.Model, tokens, targets, states, weights=None, training=False):
+  """Summed NLL (nats) of ``targets`` and the new states.
+
+  Args:
+    tokens, targets: int32 ``[B, T]``.
+    states: the model's state inputs.
+    weights: optional float ``[B, T]``; 0 excludes a position (padding).
+  """
+  outputs = model([tokens] + list(states), training=training)
+  logits, new_states = outputs[0], outputs[1:]
+  nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+  if weights is not None:
+    nll = nll * weights
+  return tf.reduce_sum(nll), new_states
+
+
+class Trainer:
+  """Owns a model, its optimizer and the distributed train/eval steps.
+
+  Build it inside nothing: it enters ``strategy.scope()`` itself to create the
+  model, optimizer and checkpoint.
+
+  Args:
+    model_fn: builds the (uncompiled) Keras model; called in the strategy scope.
+    train: the training configuration.
+    strategy: a ``tf.distribute`` strategy (default: the default strategy).
+    extra_loss_fn: optional ``model -> scalar`` added to the loss once per
+      global batch (e.g. a group-lasso regularizer).
+  """
+
+  def __init__(self, model_fn: Callable[[], keras.Model], train: TrainConfig,
+               strategy: tf.distribute.Strategy | None = None,
+               extra_loss_fn: Callable[[keras.Model], tf.Tensor] | None = None):
+    self.train_config = train
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.num_replicas = self.strategy.num_replicas_in_sync
+    replica_rows(train.batch_size, self.num_replicas, 0)  # Divisibility check.
+    self.per_replica_batch = train.batch_size // self.num_replicas
+    self.extra_loss_fn = extra_loss_fn
+    with self.strategy.scope():
+      self.model = model_fn()
+      self.optimizer = _make_optimizer(train)
+      self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+      self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                            epoch=self.epoch)
+    self._train_step = None
+
+  # ----- one replica -----
+  def _replica_train_step(self, tokens, targets, states):
+    model, train = self.model, self.train_config
+    with tf.GradientTape() as tape:
+      nll, new_states = sequence_nll(model, tokens, targets, states, training=True)
+      # Zaremba's cost: sum over time of the mean over the *global* batch.
+      loss = nll / train.batch_size
+      if self.extra_loss_fn is not None:
+        loss += self.extra_loss_fn(model) / self.num_replicas
+    variables = model.trainable_variables
+    grads = tape.gradient(loss, variables)
+    context = tf.distribute.get_replica_context()
+    grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    grads, _ = tf.clip_by_global_norm(grads, train.max_grad_norm)
+    self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+    return nll, new_states
+
+  def _build_train_step(self):
+    strategy = self.strategy
+
+    @tf.function
+    def step(tokens, targets, states):
+      nll, states = strategy.run(self._replica_train_step, args=(tokens, targets, states))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, nll, axis=None), states
+
+    return step
+
+  def zero_states(self, per_replica_batch: int):
+    fn = _zero_state_fn(self.model, per_replica_batch)
+    return self.strategy.experimental_distribute_values_from_function(lambda _: fn())
+
+  def train_epoch(self, ids: np.ndarray, progress: bool = True) -> dict:
+    """One pass over ``ids``; returns ``{'ppl', 'words_per_sec', 'tokens'}``."""
+    train = self.train_config
+    if self._train_step is None:
+      self._train_step = self._build_train_step()
+    dataset, num_batches = distributed_lm_dataset(self.strategy, ids, train.batch_size,
+                                                  train.num_steps)
+    states = self.zero_states(self.per_replica_batch)
+    bar = keras.utils.Progbar(num_batches, stateful_metrics=["ppl", "wps"],
+                              verbose=1 if progress else 0)
+    total_nll, tokens_seen, start = 0.0, 0, time.time()
+    for i, (tokens, targets) in enumerate(dataset):
+      nll, states = self._train_step(tokens, targets, states)
+      nll = float(nll)
+      if not math.isfinite(nll):
+        raise TrainingDivergedError(
+            f"loss is {nll} at epoch {int(self.epoch) + 1}, batch {i + 1}; "
+            "stopped without saving this epoch (the last good checkpoint is kept); "
+            "lower --learning_rate or --max_grad_norm")
+      total_nll += nll
+      tokens_seen += train.batch_size * train.num_steps
+      elapsed = time.time() - start
+      bar.update(i + 1, [("ppl", math.exp(total_nll / tokens_seen)),
+                         ("wps", tokens_seen / max(elapsed, 1e-9))])
+    elapsed = time.time() - start
+    return {"ppl": math.exp(total_nll / tokens_seen), "tokens": tokens_seen,
+            "words_per_sec": tokens_seen / elapsed, "seconds": elapsed}
+
+  def evaluate(self, ids: np.ndarray, batch_size: int | None = None,
+               num_steps: int | None = None) -> dict:
+    return evaluate_perplexity(self.model, ids,
+                               batch_size or self.train_config.eval_batch_size,
+                               num_steps or self.train_config.eval_num_steps,
+                               strategy=self.strategy)
+
+
+def eval_windows(ids: np.ndarray, batch_size: int, num_steps: int):
+  """All next-token predictions of ``batch_size`` contiguous rows, padded.
+
+  Returns ``(tokens, targets, weights)``, each ``[num_windows, B, T]``;
+  ``weights`` is 0 on padding. Every token of each row after its first is a
+  target exactly once.
+  """
+  ids = np.asarray(ids, dtype=np.int32)
+  row_len = len(ids) // batch_size
+  if row_len < 2:
+    raise UserError(f"{len(ids)} tokens are too few to evaluate with batch_size={batch_size}")
+  rows = ids[: batch_size * row_len].reshape(batch_size, row_len)
+  num_targets = row_len - 1
+  num_windows = -(-num_targets // num_steps)
+  span = num_windows * num_steps
+  tokens = np.zeros((batch_size, span), np.int32)
+  targets = np.zeros((batch_size, span), np.int32)
+  weights = np.zeros((batch_size, span), np.float32)
+  tokens[:, :num_targets] = rows[:, :-1]
+  targets[:, :num_targets] = rows[:, 1:]
+  weights[:, :num_targets] = 1.0
+
+  def windows(a):
+    return a.reshape(batch_size, num_windows, num_steps).transpose(1, 0, 2)
+
+  return windows(tokens), windows(targets), windows(weights)
+
+
+def evaluate_perplexity(model: keras.Model, ids: np.ndarray, batch_size: int = 1,
+                        num_steps: int = 35,
+                        strategy: tf.distribute.Strategy | None = None) -> dict:
+  """Perplexity of ``ids`` with state carried over each row (the standard way).
+
+  With ``batch_size=1`` the whole split is one stream: exp of the mean NLL over
+  every token after the first (``<eos>`` included). Rows are sharded over the
+  strategy's replicas when ``batch_size`` divides evenly, and NLL and token
+  counts are summed across replicas.
+
+  Returns:
+    ``{'ppl', 'nll', 'tokens'}`` (``nll`` in nats per token).
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  replicas = strategy.num_replicas_in_sync
+  if batch_size % replicas:
+    strategy, replicas = tf.distribute.get_strategy(), 1
+  tokens, targets, weights = eval_windows(ids, batch_size, num_steps)
+  per_replica = batch_size // replicas
+  sizes = _state_sizes(model)
+
+  def replica_step(x, y, w, states):
+    return sequence_nll(model, x, y, states, weights=w)
+
+  @tf.function
+  def step(x, y, w, states):
+    nll, states = strategy.run(replica_step, args=(x, y, w, states))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, nll, axis=None), states
+
+  def shard(a):
+    return strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(a[replica_rows(batch_size, replicas,
+                                               ctx.replica_id_in_sync_group)]))
+
+  states = strategy.experimental_distribute_values_from_function(
+      lambda _: [tf.zeros([per_replica, s]) for s in sizes])
+  total = 0.0
+  for x, y, w in zip(tokens, targets, weights):
+    nll, states = step(shard(x), shard(y), shard(w), states)
+    total += float(nll)
+  count = float(weights.sum())
+  return {"ppl": math.exp(total / count), "nll": total / count, "tokens": int(count)}
+
+
+def _check_run_dir(output_dir: str, config_text: str) -> None:
+  path = os.path.join(output_dir, CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return
+  with tf.io.gfile.GFile(path) as f:
+    existing = f.read()
+  if json.loads(existing) != json.loads(config_text):
+    raise UserError(
+        f"--output_dir={output_dir!r} holds a run with a different configuration "
+        f"({path}); use a new --output_dir or the same flags to resume it")
+
+
+def train_language_model(corpus: Corpus, model_config: ModelConfig, train_config: TrainConfig,
+                         output_dir: str, strategy: tf.distribute.Strategy | None = None,
+                         progress: bool = True, log: Callable[[str], None] = print,
+                         extra_config: dict | None = None) -> dict:
+  """Trains (or resumes) a model on ``corpus`` and writes a run dir.
+
+  Returns:
+    The metrics written to ``metrics.json``.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  model_config = model_config.with_vocab_size(len(corpus.vocab))
+  config_text = json.dumps({"model": model_config.to_dict(), "train": train_config.to_dict(),
+                            "corpus": corpus.describe(), **(extra_config or {})},
+                           indent=2, sort_keys=True)
+  chief = distribute.is_chief(strategy)
+  write_dir = distribute.writer_dir(strategy, output_dir)
+  if chief:
+    _check_run_dir(output_dir, config_text)
+  # Batch/replica checks happen in Trainer before anything is written.
+  keras.utils.set_random_seed(train_config.seed)
+  trainer = Trainer(lambda: build_language_model(model_config, seed=train_config.seed),
+                    train_config, strategy)
+  io_utils.makedirs(write_dir)
+  if chief:
+    io_utils.atomic_write_text(os.path.join(output_dir, CONFIG_FILE), config_text + "\n")
+    corpus.vocab.save(os.path.join(output_dir, VOCAB_FILE))
+  manager = tf.train.CheckpointManager(trainer.checkpoint,
+                                       os.path.join(write_dir, CHECKPOINT_DIR), max_to_keep=2)
+  history = []
+  # Every worker restores from the chief's checkpoints (TensorFlow's
+  # multi-worker pattern); non-chief workers only save to their temp dir.
+  latest = tf.train.latest_checkpoint(os.path.join(output_dir, CHECKPOINT_DIR))
+  if latest:
+    trainer.checkpoint.restore(latest).expect_partial()
+    history_path = os.path.join(output_dir, HISTORY_FILE)
+    if tf.io.gfile.exists(history_path):
+      history = io_utils.read_json(history_path)[: int(trainer.epoch)]
+    log(f"resuming {output_dir} after epoch {int(trainer.epoch)}")
+  summary_writer = tf.summary.create_file_writer(os.path.join(write_dir, "logs"))
+  train_ids, valid_ids = corpus.split("train"), corpus.split("valid")
+  params = count_params(trainer.model)
+  log(f"model: {params:,} params, {model_config.to_dict()}")
+  while int(trainer.epoch) < train_config.epochs:
+    epoch = int(trainer.epoch)
+    lr = train_config.learning_rate_at(epoch)
+    trainer.optimizer.learning_rate.assign(lr)
+    log(f"epoch {epoch + 1}/{train_config.epochs}  lr {lr:.4g}")
+    train_stats = trainer.train_epoch(train_ids, progress=progress)
+    valid_stats = trainer.evaluate(valid_ids)
+    row = {"epoch": epoch + 1, "learning_rate": lr, "train_ppl": train_stats["ppl"],
+           "valid_ppl": valid_stats["ppl"], "words_per_sec": train_stats["words_per_sec"],
+           "seconds": train_stats["seconds"]}
+    history.append(row)
+    log(f"epoch {epoch + 1}: train ppl {row['train_ppl']:.2f}  valid ppl {row['valid_ppl']:.2f}"
+        f"  {row['words_per_sec']:.0f} words/s")
+    with summary_writer.as_default(step=epoch + 1):
+      for key in ("train_ppl", "valid_ppl", "learning_rate", "words_per_sec"):
+        tf.summary.scalar(key, row[key])
+    trainer.epoch.assign_add(1)
+    manager.save(checkpoint_number=epoch + 1)
+    if chief:
+      io_utils.atomic_write_json(os.path.join(output_dir, HISTORY_FILE), history)
+  summary_writer.flush()
+  test_stats = trainer.evaluate(corpus.split("test"))
+  valid_stats = trainer.evaluate(valid_ids)
+  metrics = {
+      "params": params,
+      "valid_ppl": valid_stats["ppl"],
+      "test_ppl": test_stats["ppl"],
+      "train_ppl": history[-1]["train_ppl"] if history else None,
+      "words_per_sec": float(np.mean([h["words_per_sec"] for h in history])) if history else None,
+      "epochs": len(history),
+      "history": history,
+      "eval": {"batch_size": train_config.eval_batch_size,
+               "num_steps": train_config.eval_num_steps,
+               "test_tokens": test_stats["tokens"], "valid_tokens": valid_stats["tokens"]},
+      "num_replicas": trainer.num_replicas,
+      "config": json.loads(config_text),
+  }
+  if chief:
+    io_utils.atomic_save_keras(trainer.model, os.path.join(output_dir, MODEL_FILE))
+    io_utils.atomic_write_json(os.path.join(output_dir, METRICS_FILE), metrics)
+  else:
+    shutil.rmtree(write_dir, ignore_errors=True)
+  log(f"test ppl {metrics['test_ppl']:.2f}  valid ppl {metrics['valid_ppl']:.2f}")
+  return metrics

@@ -1,0 +1,40 @@
+"""Regenerates BUILD from the tree: python tools/gen_build.py (tests/test_build_file.py checks it)."""
+
+import glob
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLOW_TESTS = ("test_training", "test_scripts")
+
+
+def _name(path):
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def build_text() -> str:
+  out = ['# Bazel targets mirroring the tree; regenerate with `python tools/gen_build.py`.',
+         '# CI checks them with `bazel query //...`. Third-party Python packages come from',
+         '# pip (pyproject.toml), not from Bazel.', '',
+         'package(default_visibility = ["//visibility:public"])', '',
+         'py_library(', '    name = "tflm_compress",', '    srcs = glob(["tflm_compress/**/*.py"]),',
+         '    imports = ["."],', ')', '',
+         'py_library(', '    name = "test_support",', '    testonly = True,',
+         '    srcs = ["tests/conftest.py"],', '    imports = ["tests"],',
+         '    deps = [":tflm_compress"],', ')', '']
+  for path in sorted(glob.glob(os.path.join(ROOT, "scripts", "*.py"))):
+    rel = os.path.relpath(path, ROOT)
+    out += ['py_binary(', f'    name = "{_name(path)}",', f'    srcs = ["{rel}"],',
+            f'    main = "{rel}",', '    python_version = "PY3",', '    deps = [":tflm_compress"],',
+            ')', '']
+  for path in sorted(glob.glob(os.path.join(ROOT, "tests", "test_*.py"))):
+    rel = os.path.relpath(path, ROOT)
+    size = "large" if _name(path) in SLOW_TESTS else "medium"
+    out += ['py_test(', f'    name = "{_name(path)}",', f'    size = "{size}",', f'    srcs = ["{rel}"],',
+            f'    main = "{rel}",', '    python_version = "PY3",',
+            '    data = glob(["scripts/*.py", "BUILD"]),', '    deps = [":test_support"],', ')', '']
+  return "\n".join(out)
+
+
+if __name__ == "__main__":
+  with open(os.path.join(ROOT, "BUILD"), "w") as f:
+    f.write(build_text())
