@@ -88,11 +88,15 @@ class Trainer:
     strategy: a ``tf.distribute`` strategy (default: the default strategy).
     extra_loss_fn: optional ``model -> scalar`` added to the loss once per
       global batch (e.g. a group-lasso regularizer).
+    callbacks_fn: optional ``model -> [keras.callbacks.Callback]``; the loop
+      calls their ``on_train_begin``, ``on_train_batch_begin`` and
+      ``on_epoch_end`` (e.g. TFMOT's ``UpdatePruningStep``).
   """
 
   def __init__(self, model_fn: Callable[[], keras.Model], train: TrainConfig,
                strategy: tf.distribute.Strategy | None = None,
-               extra_loss_fn: Callable[[keras.Model], tf.Tensor] | None = None):
+               extra_loss_fn: Callable[[keras.Model], tf.Tensor] | None = None,
+               callbacks_fn: Callable[[keras.Model], list] | None = None):
     self.train_config = train
     self.strategy = strategy or tf.distribute.get_strategy()
     self.num_replicas = self.strategy.num_replicas_in_sync
@@ -105,6 +109,9 @@ class Trainer:
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                             epoch=self.epoch)
+    self.callbacks = list(callbacks_fn(self.model)) if callbacks_fn else []
+    for callback in self.callbacks:
+      callback.set_model(self.model)
     self._train_step = None
 
   # ----- one replica -----
@@ -143,6 +150,8 @@ class Trainer:
     train = self.train_config
     if self._train_step is None:
       self._train_step = self._build_train_step()
+      for callback in self.callbacks:
+        callback.on_train_begin()
     dataset, num_batches = distributed_lm_dataset(self.strategy, ids, train.batch_size,
                                                   train.num_steps)
     states = self.zero_states(self.per_replica_batch)
@@ -150,6 +159,8 @@ class Trainer:
                               verbose=1 if progress else 0)
     total_nll, tokens_seen, start = 0.0, 0, time.time()
     for i, (tokens, targets) in enumerate(dataset):
+      for callback in self.callbacks:
+        callback.on_train_batch_begin(i)
       nll, states = self._train_step(tokens, targets, states)
       nll = float(nll)
       if not math.isfinite(nll):
@@ -163,6 +174,8 @@ class Trainer:
       bar.update(i + 1, [("ppl", math.exp(total_nll / tokens_seen)),
                          ("wps", tokens_seen / max(elapsed, 1e-9))])
     elapsed = time.time() - start
+    for callback in self.callbacks:
+      callback.on_epoch_end(int(self.epoch))
     return {"ppl": math.exp(total_nll / tokens_seen), "tokens": tokens_seen,
             "words_per_sec": tokens_seen / elapsed, "seconds": elapsed}
 
@@ -262,24 +275,55 @@ def train_language_model(corpus: Corpus, model_config: ModelConfig, train_config
                          output_dir: str, strategy: tf.distribute.Strategy | None = None,
                          progress: bool = True, log: Callable[[str], None] = print,
                          extra_config: dict | None = None) -> dict:
-  """Trains (or resumes) a model on ``corpus`` and writes a run dir.
+  """Trains (or resumes) a fresh model of ``model_config`` and writes a run dir.
+
+  Returns:
+    The metrics written to ``metrics.json``.
+  """
+  model_config = model_config.with_vocab_size(len(corpus.vocab))
+  run_config = {"model": model_config.to_dict(), **(extra_config or {})}
+  return run_training(lambda: build_language_model(model_config, seed=train_config.seed),
+                      corpus, train_config, output_dir, run_config, strategy=strategy,
+                      progress=progress, log=log)
+
+
+def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_config: TrainConfig,
+                 output_dir: str, run_config: dict,
+                 strategy: tf.distribute.Strategy | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print,
+                 extra_loss_fn: Callable[[keras.Model], tf.Tensor] | None = None,
+                 callbacks_fn: Callable[[keras.Model], list] | None = None,
+                 finalize_fn: Callable[[keras.Model], keras.Model] | None = None,
+                 report_fn: Callable[[keras.Model], dict] | None = None) -> dict:
+  """Trains (or resumes) the model ``model_fn`` builds and writes a run dir.
+
+  The shared loop of training from scratch and of fine-tuning a compressed
+  model. ``model_fn`` is called inside the strategy scope.
+
+  Args:
+    run_config: what made this run (written to ``config.json`` with the
+      training config and the corpus description; a rerun with a different
+      one into the same dir is refused).
+    extra_loss_fn, callbacks_fn: see :class:`Trainer`.
+    finalize_fn: applied to the trained model before it is evaluated and
+      saved (e.g. stripping pruning wrappers).
+    report_fn: ``model -> dict`` of method-specific facts for ``metrics.json``
+      (under ``method_report``).
 
   Returns:
     The metrics written to ``metrics.json``.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  model_config = model_config.with_vocab_size(len(corpus.vocab))
-  config_text = json.dumps({"model": model_config.to_dict(), "train": train_config.to_dict(),
-                            "corpus": corpus.describe(), **(extra_config or {})},
-                           indent=2, sort_keys=True)
+  config_text = json.dumps({**run_config, "train": train_config.to_dict(),
+                            "corpus": corpus.describe()}, indent=2, sort_keys=True)
   chief = distribute.is_chief(strategy)
   write_dir = distribute.writer_dir(strategy, output_dir)
   if chief:
     _check_run_dir(output_dir, config_text)
   # Batch/replica checks happen in Trainer before anything is written.
   keras.utils.set_random_seed(train_config.seed)
-  trainer = Trainer(lambda: build_language_model(model_config, seed=train_config.seed),
-                    train_config, strategy)
+  trainer = Trainer(model_fn, train_config, strategy, extra_loss_fn=extra_loss_fn,
+                    callbacks_fn=callbacks_fn)
   io_utils.makedirs(write_dir)
   if chief:
     io_utils.atomic_write_text(os.path.join(output_dir, CONFIG_FILE), config_text + "\n")
@@ -299,7 +343,7 @@ def train_language_model(corpus: Corpus, model_config: ModelConfig, train_config
   summary_writer = tf.summary.create_file_writer(os.path.join(write_dir, "logs"))
   train_ids, valid_ids = corpus.split("train"), corpus.split("valid")
   params = count_params(trainer.model)
-  log(f"model: {params:,} params, {model_config.to_dict()}")
+  log(f"model: {params:,} params")
   while int(trainer.epoch) < train_config.epochs:
     epoch = int(trainer.epoch)
     lr = train_config.learning_rate_at(epoch)
@@ -321,6 +365,10 @@ def train_language_model(corpus: Corpus, model_config: ModelConfig, train_config
     if chief:
       io_utils.atomic_write_json(os.path.join(output_dir, HISTORY_FILE), history)
   summary_writer.flush()
+  if finalize_fn is not None:
+    with strategy.scope():
+      trainer.model = finalize_fn(trainer.model)
+    params = count_params(trainer.model)
   test_stats = trainer.evaluate(corpus.split("test"))
   valid_stats = trainer.evaluate(valid_ids)
   metrics = {
@@ -337,6 +385,8 @@ def train_language_model(corpus: Corpus, model_config: ModelConfig, train_config
       "num_replicas": trainer.num_replicas,
       "config": json.loads(config_text),
   }
+  if report_fn is not None:
+    metrics["method_report"] = report_fn(trainer.model)
   if chief:
     io_utils.atomic_save_keras(trainer.model, os.path.join(output_dir, MODEL_FILE))
     io_utils.atomic_write_json(os.path.join(output_dir, METRICS_FILE), metrics)

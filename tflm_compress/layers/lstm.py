@@ -6,6 +6,12 @@ import tf_keras as keras
 PACKAGE = "tflm_compress"
 
 
+def fresh_initializer(initializer):
+  """A new instance of ``initializer`` (an instance must not serve two weights)."""
+  initializer = keras.initializers.get(initializer)
+  return initializer.__class__.from_config(initializer.get_config())
+
+
 @keras.utils.register_keras_serializable(package=PACKAGE)
 class LSTM(keras.layers.Layer):
   """Long short-term memory over a sequence, with explicit state in and out.

@@ -74,7 +74,7 @@ class TrainConfig:
   Attributes:
     batch_size: global batch (rows), split evenly over replicas.
     num_steps: truncated-BPTT length.
-    epochs: total epochs.
+    epochs: total epochs (0 = no training: evaluate and save as is).
     optimizer: ``sgd`` (the Zaremba recipe) or ``adam``.
     learning_rate: initial learning rate.
     lr_decay: factor applied per epoch once ``decay_start_epoch`` epochs ran.
@@ -100,9 +100,11 @@ class TrainConfig:
   eval_num_steps: int = 35
 
   def __post_init__(self):
-    for name in ("batch_size", "num_steps", "epochs", "eval_batch_size", "eval_num_steps"):
+    for name in ("batch_size", "num_steps", "eval_batch_size", "eval_num_steps"):
       if getattr(self, name) <= 0:
         raise UserError(f"--{name}={getattr(self, name)}; must be > 0")
+    if self.epochs < 0:
+      raise UserError(f"--epochs={self.epochs}; must be >= 0 (0 = evaluate only)")
     if self.optimizer not in OPTIMIZERS:
       raise UserError(f"--optimizer={self.optimizer!r}; use one of {OPTIMIZERS}")
     if self.learning_rate <= 0:

@@ -1,0 +1,78 @@
+"""Compresses a trained model with one or more methods and fine-tunes it.
+
+  python scripts/compress.py --model_dir=runs/train --method=low_rank --rank=16 --output_dir=runs/lr16
+  python scripts/compress.py --model_dir=runs/train --method=low_rank --softmax_rank=32 --lstm_rank=0
+
+The output dir is a normal run dir (model.keras, vocab.txt, metrics.json with
+`method_report`, config.json, checkpoints/) that convert/evaluate/benchmark
+accept; rerun with the same flags to resume fine-tuning. Method flags are
+defined from each method's Config (see `--helpfull`).
+"""
+
+import dataclasses
+import typing
+
+from absl import flags
+
+import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tflm_compress import artifacts, cli, compression, distribute, methods
+from tflm_compress.models.config import OPTIMIZERS, TrainConfig
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", "", "Run dir of the model to compress (model.keras, vocab.txt).")
+flags.DEFINE_string("model", "", "A model.keras file (instead of --model_dir).")
+flags.DEFINE_string("vocab", "", "vocab.txt (default: beside the model).")
+flags.DEFINE_string("data_dir", "", "Fine-tuning corpus (default: the run's corpus).")
+flags.DEFINE_string("method", None, f"Method(s), joined by '+': {sorted(methods.REGISTRY)}.")
+flags.DEFINE_string("output_dir", None, "Run dir to write (or resume).")
+flags.DEFINE_integer("finetune_epochs", 2, "Fine-tuning epochs (0 = none).", lower_bound=0)
+flags.DEFINE_float("learning_rate", None, "Fine-tuning learning rate (default: base lr / 4).")
+flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "Override the base run's optimizer.")
+flags.DEFINE_integer("batch_size", None, "Override the global batch size.", lower_bound=1)
+flags.DEFINE_integer("seed", None, "Override the seed.")
+flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.mark_flags_as_required(["method", "output_dir"])
+
+_DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
+             bool: flags.DEFINE_bool}
+
+
+def _define_method_flags():
+  """One flag per field of each method's Config (names are unique across methods)."""
+  for module in methods.REGISTRY.values():
+    hints = typing.get_type_hints(module.Config)
+    for field in dataclasses.fields(module.Config):
+      kind = hints[field.name]
+      base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+      _DEFINERS[base](field.name, field.default, module.FLAG_HELP.get(field.name, ""))
+
+
+_define_method_flags()
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  strategy = distribute.make_strategy(FLAGS.strategy)
+  methods.parse_spec(FLAGS.method)  # Unknown names fail before loading anything.
+  source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab)
+  if source.is_tflite:
+    raise tflm_compress.UserError("--model must be a Keras model (model.keras), not a .tflite")
+  base_train = TrainConfig(**source.run_config["train"]) if source.run_config else TrainConfig()
+  overrides = {k: v for k, v in {"optimizer": FLAGS.optimizer, "batch_size": FLAGS.batch_size,
+                                 "seed": FLAGS.seed}.items() if v is not None}
+  train_config = compression.finetune_config(base_train, FLAGS.finetune_epochs,
+                                             FLAGS.learning_rate, **overrides)
+  vocab = source.vocab()
+  corpus = source.corpus(FLAGS.data_dir, vocab)
+  method_values = {name: FLAGS[name].value for name in FLAGS
+                   if any(name in {f.name for f in dataclasses.fields(m.Config)}
+                          for m in methods.REGISTRY.values())}
+  compression.compress_and_finetune(source.model_path, FLAGS.method, method_values, corpus,
+                                    train_config, FLAGS.output_dir,
+                                    base_run_config=source.run_config, strategy=strategy,
+                                    progress=FLAGS.progress)
+
+
+if __name__ == "__main__":
+  cli.run(main)

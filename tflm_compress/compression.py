@@ -1,0 +1,112 @@
+"""Compress a trained model with one or more methods, then fine-tune it.
+
+``compress_and_finetune`` is what ``scripts/compress.py`` and the pipeline
+call: it loads the base model inside the strategy scope, applies each method
+of the spec in order, fine-tunes with the training loop (with the methods'
+regularizers and callbacks), strips training-only wrappers, and writes a run
+dir that ``convert``/``evaluate``/``benchmark`` accept.
+"""
+
+import dataclasses
+import types
+from typing import Callable
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tflm_compress import methods
+from tflm_compress.data.corpus import Corpus
+from tflm_compress.errors import UserError
+from tflm_compress.methods.base import CompressionContext
+from tflm_compress.models.config import TrainConfig
+from tflm_compress.models.lstm_lm import count_params, load_model
+from tflm_compress.training import run_training
+
+
+def method_config(module: types.ModuleType, values: dict):
+  """``module.Config`` from the entries of ``values`` named like its fields."""
+  fields = {f.name for f in dataclasses.fields(module.Config)}
+  return module.Config(**{k: v for k, v in values.items() if k in fields and v is not None})
+
+
+def apply_methods(model: keras.Model, plan: list[tuple[types.ModuleType, object]],
+                  context: CompressionContext) -> keras.Model:
+  for module, config in plan:
+    model = module.compress(model, config, context)
+  return model
+
+
+def _chain(plan, hook: str):
+  """The (method, config) pairs of ``plan`` whose module defines ``hook``."""
+  return [(m, c) for m, c in plan if hasattr(m, hook)]
+
+
+def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
+                          corpus: Corpus, train_config: TrainConfig, output_dir: str,
+                          base_run_config: dict | None = None,
+                          strategy: tf.distribute.Strategy | None = None,
+                          progress: bool = True, log: Callable[[str], None] = print) -> dict:
+  """Compresses ``base_model_path`` by ``spec`` (e.g. ``low_rank``), fine-tunes, saves.
+
+  Args:
+    method_values: parameter values by name (flag names); each method takes
+      the ones named like its ``Config`` fields.
+    train_config: the fine-tuning recipe (``epochs=0`` skips fine-tuning).
+
+  Returns:
+    The metrics of the compressed, fine-tuned model.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  plan = [(m, method_config(m, method_values)) for m in methods.parse_spec(spec)]
+  context = CompressionContext(vocab=corpus.vocab, seed=train_config.seed)
+  base = load_model(base_model_path)  # Validates the path before any work.
+  base_params = count_params(base)
+  # Validate the configs against the model's dims before anything is written.
+  apply_methods(base, plan, context)
+  del base
+
+  def model_fn():
+    return apply_methods(load_model(base_model_path), plan, context)
+
+  def extra_loss(model):
+    return tf.add_n([m.extra_loss(model, c) for m, c in _chain(plan, "extra_loss")])
+
+  def callbacks(model):
+    return [cb for m, c in _chain(plan, "callbacks") for cb in m.callbacks(model, c)]
+
+  def finalize(model):
+    for m, _ in _chain(plan, "strip"):
+      model = m.strip(model)
+    return model
+
+  def report(model):
+    out = {"base_params": base_params, "compression_of_params":
+           base_params / max(count_params(model), 1)}
+    for m, _ in _chain(plan, "report"):
+      out[m.NAME] = m.report(model)
+    return out
+
+  run_config = {
+      "base_model": base_model_path,
+      "method": spec,
+      "method_config": {m.NAME: dataclasses.asdict(c) for m, c in plan},
+      "base_model_config": (base_run_config or {}).get("model"),
+  }
+  return run_training(model_fn, corpus, train_config, output_dir, run_config, strategy=strategy,
+                      progress=progress, log=log,
+                      extra_loss_fn=extra_loss if _chain(plan, "extra_loss") else None,
+                      callbacks_fn=callbacks if _chain(plan, "callbacks") else None,
+                      finalize_fn=finalize, report_fn=report)
+
+
+def finetune_config(base: TrainConfig, epochs: int, learning_rate: float | None = None,
+                    **overrides) -> TrainConfig:
+  """The fine-tuning recipe derived from the base run's training recipe.
+
+  By default: the base optimizer at a quarter of its initial learning rate,
+  decayed by the base ``lr_decay`` after every epoch but the first.
+  ``epochs=0`` evaluates the compressed model without fine-tuning.
+  """
+  lr = learning_rate if learning_rate is not None else base.learning_rate / 4
+  return dataclasses.replace(base, epochs=epochs, learning_rate=lr, decay_start_epoch=1,
+                             **overrides)

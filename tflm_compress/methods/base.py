@@ -1,0 +1,118 @@
+"""What every compression method shares: the context, layer surgery, validation.
+
+A method is a module in ``tflm_compress/methods/`` with:
+
+* ``NAME``: its registry name (``low_rank``, ``tt``, ...).
+* ``Config``: a frozen dataclass of its parameters, validated in
+  ``__post_init__``. Field names are the ``scripts/compress.py`` flag names
+  (so they must be unique across methods) and ``FLAG_HELP`` maps each field to
+  its help text; ``scripts/compress.py`` defines the flags from these.
+* ``compress(model, config, context) -> keras.Model``: a new model with the
+  method's layers in place, initialised from ``model``'s weights; it checks
+  ``config`` against the model's dims first (one clear error each).
+* optional ``extra_loss(model, config) -> scalar`` (a regularizer added during
+  fine-tuning), ``callbacks(model, config) -> [keras callbacks]``,
+  ``strip(model) -> keras.Model`` (before export), ``report(model) -> dict``.
+
+Methods compose: each replaces only the layers it targets and leaves the
+others (including other methods' layers) as they are.
+"""
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import tf_keras as keras
+
+from tflm_compress.data.vocab import Vocabulary
+from tflm_compress.errors import UserError
+from tflm_compress.models.lstm_lm import EMBEDDING, SOFTMAX
+
+
+@dataclasses.dataclass
+class CompressionContext:
+  """What a method may need besides the model.
+
+  Attributes:
+    vocab: the model's vocabulary (ids frequency-sorted; ``vocab.counts`` are
+      the training counts when known).
+    seed: for methods with random choices.
+  """
+
+  vocab: Vocabulary | None = None
+  seed: int = 0
+
+  def word_counts(self, vocab_size: int) -> np.ndarray:
+    """Training counts per id, or a Zipf stand-in (ids are frequency-sorted)."""
+    if self.vocab is not None and self.vocab.counts is not None:
+      counts = self.vocab.counts.astype(np.float64)
+      if len(counts) == vocab_size:
+        return counts
+    return 1.0 / np.arange(1, vocab_size + 1)
+
+
+def lstm_layers(model: keras.Model) -> list[keras.layers.Layer]:
+  """The model's LSTM layers, bottom first (named ``lstm_0``, ``lstm_1``...)."""
+  from tflm_compress.layers.lstm import LSTM  # pylint: disable=g-import-not-at-top
+
+  return [l for l in model.layers if isinstance(l, LSTM)]
+
+
+def find_layer(model: keras.Model, name: str) -> keras.layers.Layer | None:
+  try:
+    return model.get_layer(name)
+  except ValueError:
+    return None
+
+
+def replace_layers(model: keras.Model,
+                   make_layer: Callable[[keras.layers.Layer], keras.layers.Layer | None],
+                   init_layer: Callable[[keras.layers.Layer, keras.layers.Layer], None]
+                   ) -> keras.Model:
+  """Clones ``model``, swapping some layers for new ones.
+
+  Args:
+    make_layer: ``old_layer -> new_layer``, or None to keep a copy of the old.
+    init_layer: ``(new_layer, old_layer) -> None``, sets a new (built) layer's
+      weights from the old one's.
+
+  Returns:
+    The new functional model (same inputs, outputs and layer names); kept
+    layers carry their weights over exactly.
+  """
+  pairs = []
+
+  def clone_function(layer):
+    new = make_layer(layer)
+    replaced = new is not None
+    if new is None:
+      new = layer.__class__.from_config(layer.get_config())
+    pairs.append((new, layer, replaced))
+    return new
+
+  clone = keras.models.clone_model(model, clone_function=clone_function)
+  for new, old, replaced in pairs:
+    if replaced:
+      init_layer(new, old)
+    else:
+      new.set_weights(old.get_weights())
+  return clone
+
+
+def check_rank(flag: str, rank: int, shape: tuple[int, int], layer_name: str) -> None:
+  """A clear error for a rank that cannot be used on a ``shape`` matrix."""
+  max_rank = min(shape)
+  if not 1 <= rank <= max_rank:
+    raise UserError(f"--{flag}={rank} does not fit {layer_name} ({shape[0]}x{shape[1]}); "
+                    f"use 1..{max_rank}")
+
+
+def layer_kind(layer: keras.layers.Layer) -> str:
+  """``embedding``, ``lstm``, ``softmax`` or ``other`` (by the model's layer names)."""
+  if layer.name == EMBEDDING:
+    return "embedding"
+  if layer.name == SOFTMAX:
+    return "softmax"
+  if layer.name.startswith("lstm_"):
+    return "lstm"
+  return "other"
