@@ -82,7 +82,13 @@ def zero_states(config: ModelConfig, batch_size: int) -> list[tf.Tensor]:
 
 
 def custom_objects() -> dict:
-  """The package's layers, for ``keras.models.load_model``."""
+  """The package's layers, for ``keras.models.load_model``.
+
+  Importing the methods registers every method's layers as Keras serializable
+  (package ``tflm_compress``), so compressed models load too.
+  """
+  import tflm_compress.methods  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
   return {"LSTM": LSTM, "TiedEmbedding": TiedEmbedding,
           "tflm_compress>LSTM": LSTM, "tflm_compress>TiedEmbedding": TiedEmbedding}
 
