@@ -13,7 +13,7 @@ from absl import flags
 
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import cli, distribute
-from tflm_compress.data import load_corpus
+from tflm_compress.data import GeneratedCorpusConfig, load_corpus
 from tflm_compress.data.reader import BAD_BYTES_POLICIES
 from tflm_compress.models.config import OPTIMIZERS, PRESETS, get_preset
 from tflm_compress.training import train_language_model
@@ -34,6 +34,11 @@ flags.DEFINE_bool("tie_embeddings", None, "Share input embedding and softmax.")
 flags.DEFINE_integer("seed", None, "Override the seed.")
 flags.DEFINE_integer("max_vocab_size", None, "Keep the N most frequent words; others read as <unk>.",
                      lower_bound=2)
+flags.DEFINE_integer("generated_tokens", None,
+                     "Size of the generated corpus' train split (valid/test get a tenth each).",
+                     lower_bound=100)
+flags.DEFINE_integer("generated_vocab_size", None, "Vocabulary of the generated corpus.",
+                     lower_bound=3)
 flags.DEFINE_enum("on_bad_bytes", "error", BAD_BYTES_POLICIES, "Invalid UTF-8 in data files.")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -55,9 +60,21 @@ def main(argv):
       "epochs": FLAGS.epochs, "batch_size": FLAGS.batch_size, "num_steps": FLAGS.num_steps,
       "learning_rate": FLAGS.learning_rate, "optimizer": FLAGS.optimizer, "seed": FLAGS.seed}))
   corpus = load_corpus(FLAGS.data_dir, max_vocab_size=FLAGS.max_vocab_size,
-                       on_bad_bytes=FLAGS.on_bad_bytes)
+                       on_bad_bytes=FLAGS.on_bad_bytes, generated=_generated_config())
   train_language_model(corpus, model_config, train_config, FLAGS.output_dir, strategy=strategy,
                        progress=FLAGS.progress, extra_config={"preset": FLAGS.config})
+
+
+def _generated_config() -> GeneratedCorpusConfig:
+  config = GeneratedCorpusConfig()
+  if FLAGS.generated_tokens:
+    tenth = max(FLAGS.generated_tokens // 10, 2)
+    config = dataclasses.replace(config, train_tokens=FLAGS.generated_tokens,
+                                 valid_tokens=tenth, test_tokens=tenth)
+  if FLAGS.generated_vocab_size:
+    config = dataclasses.replace(config, vocab_size=FLAGS.generated_vocab_size,
+                                 num_classes=min(config.num_classes, FLAGS.generated_vocab_size))
+  return config
 
 
 def _parse_sizes(values: list[str]) -> list[int]:

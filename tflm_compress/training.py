@@ -165,7 +165,7 @@ class Trainer:
       nll = float(nll)
       if not math.isfinite(nll):
         raise TrainingDivergedError(
-            f"loss is {nll} at epoch {int(self.epoch) + 1}, batch {i + 1}; "
+            f"loss is {nll} at epoch {int(self.epoch.numpy()) + 1}, batch {i + 1}; "
             "stopped without saving this epoch (the last good checkpoint is kept); "
             "lower --learning_rate or --max_grad_norm")
       total_nll += nll
@@ -175,7 +175,7 @@ class Trainer:
                          ("wps", tokens_seen / max(elapsed, 1e-9))])
     elapsed = time.time() - start
     for callback in self.callbacks:
-      callback.on_epoch_end(int(self.epoch))
+      callback.on_epoch_end(int(self.epoch.numpy()))
     return {"ppl": math.exp(total_nll / tokens_seen), "tokens": tokens_seen,
             "words_per_sec": tokens_seen / elapsed, "seconds": elapsed}
 
@@ -338,14 +338,14 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
     trainer.checkpoint.restore(latest).expect_partial()
     history_path = os.path.join(output_dir, HISTORY_FILE)
     if tf.io.gfile.exists(history_path):
-      history = io_utils.read_json(history_path)[: int(trainer.epoch)]
-    log(f"resuming {output_dir} after epoch {int(trainer.epoch)}")
+      history = io_utils.read_json(history_path)[: int(trainer.epoch.numpy())]
+    log(f"resuming {output_dir} after epoch {int(trainer.epoch.numpy())}")
   summary_writer = tf.summary.create_file_writer(os.path.join(write_dir, "logs"))
   train_ids, valid_ids = corpus.split("train"), corpus.split("valid")
   params = count_params(trainer.model)
   log(f"model: {params:,} params")
-  while int(trainer.epoch) < train_config.epochs:
-    epoch = int(trainer.epoch)
+  while int(trainer.epoch.numpy()) < train_config.epochs:
+    epoch = int(trainer.epoch.numpy())
     lr = train_config.learning_rate_at(epoch)
     trainer.optimizer.learning_rate.assign(lr)
     log(f"epoch {epoch + 1}/{train_config.epochs}  lr {lr:.4g}")
@@ -387,8 +387,9 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
   }
   if report_fn is not None:
     metrics["method_report"] = report_fn(trainer.model)
+  # Every worker saves (saving may need collectives); only the chief's copy stays.
+  io_utils.atomic_save_keras(trainer.model, os.path.join(write_dir, MODEL_FILE))
   if chief:
-    io_utils.atomic_save_keras(trainer.model, os.path.join(output_dir, MODEL_FILE))
     io_utils.atomic_write_json(os.path.join(output_dir, METRICS_FILE), metrics)
   else:
     shutil.rmtree(write_dir, ignore_errors=True)

@@ -69,11 +69,17 @@ def generated_corpus(config: GeneratedCorpusConfig = GeneratedCorpusConfig(),
   return Corpus(vocab=vocab, splits=splits, source="generated", generated_config=config)
 
 
-def load_corpus(data_dir: str, vocab: Vocabulary | None = None, **kwargs) -> Corpus:
-  """A text corpus from ``data_dir``, or the generated one if it is empty."""
+def load_corpus(data_dir: str, vocab: Vocabulary | None = None,
+                generated: GeneratedCorpusConfig | None = None, **kwargs) -> Corpus:
+  """A text corpus from ``data_dir``, or the generated one if it is empty.
+
+  Args:
+    generated: parameters of the generated corpus (default: the built-in one).
+    **kwargs: passed to :func:`load_text_corpus`.
+  """
   if data_dir:
     return load_text_corpus(data_dir, vocab=vocab, **kwargs)
-  return generated_corpus(vocab=vocab)
+  return generated_corpus(generated or GeneratedCorpusConfig(), vocab=vocab)
 
 
 def corpus_from_description(description: dict, vocab: Vocabulary | None = None) -> Corpus:
