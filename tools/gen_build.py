@@ -21,9 +21,11 @@ def build_text() -> str:
          'py_library(', '    name = "test_support",', '    testonly = True,',
          '    srcs = ["tests/conftest.py"],', '    imports = ["tests"],',
          '    deps = [":tflm_compress"],', ')', '']
-  for path in sorted(glob.glob(os.path.join(ROOT, "scripts", "*.py"))):
+  binaries = [(_name(p), p) for p in glob.glob(os.path.join(ROOT, "scripts", "*.py"))]
+  binaries += [(f"bench_{_name(p)}", p) for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))]
+  for name, path in sorted(binaries):
     rel = os.path.relpath(path, ROOT)
-    out += ['py_binary(', f'    name = "{_name(path)}",', f'    srcs = ["{rel}"],',
+    out += ['py_binary(', f'    name = "{name}",', f'    srcs = ["{rel}"],',
             f'    main = "{rel}",', '    python_version = "PY3",', '    deps = [":tflm_compress"],',
             ')', '']
   for path in sorted(glob.glob(os.path.join(ROOT, "tests", "test_*.py"))):

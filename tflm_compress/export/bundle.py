@@ -1,0 +1,54 @@
+"""Writing an exported step model as an app bundle: .tflite + model_meta.json + vocab.txt."""
+
+import os
+
+import numpy as np
+import tf_keras as keras
+
+from tflm_compress import io_utils
+from tflm_compress.data.vocab import Vocabulary
+from tflm_compress.errors import UserError
+from tflm_compress.export import inspect_tflite
+from tflm_compress.export.converter import convert_step_model, representative_steps
+from tflm_compress.export.meta import META_FILE, ModelMeta
+from tflm_compress.export.step_model import (LOGITS_OUTPUT, SIGNATURE_KEY, TOKEN_INPUT,
+                                             check_exportable, state_layout, vocab_size_of)
+
+
+def export_step_model(model: keras.Model, vocab: Vocabulary, output_path: str,
+                      quantize: str = "none", calibration_ids: np.ndarray | None = None,
+                      calibration_steps: int = 500, method: str = "baseline") -> dict:
+  """Converts ``model`` and writes a bundle next to ``output_path``.
+
+  Writes ``output_path`` (the ``.tflite``), ``model_meta.json`` and
+  ``vocab.txt`` in its folder, each atomically.
+
+  Returns:
+    The size/op summary of the ``.tflite`` (see ``inspect_tflite.summarize``).
+  """
+  if not output_path.endswith(".tflite"):
+    raise UserError(f"--output={output_path!r} must end with .tflite")
+  if vocab_size_of(model) != len(vocab):
+    raise UserError(f"the model has {vocab_size_of(model)} logits but the vocabulary has "
+                    f"{len(vocab)} words; pass the vocab.txt the model was trained with")
+  check_exportable(model)
+  calibration = None
+  if quantize == "int8":
+    if calibration_ids is None:
+      raise UserError("--quantize=int8 needs calibration text (the training corpus)")
+    calibration = representative_steps(model, calibration_ids, calibration_steps)
+  model_bytes = convert_step_model(model, quantize, calibration)
+  folder = os.path.dirname(output_path) or "."
+  io_utils.makedirs(folder)
+  io_utils.atomic_write_bytes(output_path, model_bytes)
+  names, sizes = state_layout(model)
+  vocab.save(os.path.join(folder, "vocab.txt"))
+  meta = ModelMeta(model_file=os.path.basename(output_path), vocab_file="vocab.txt",
+                   vocab_size=len(vocab), eos_id=vocab.eos_id, unk_id=vocab.unk_id,
+                   signature=SIGNATURE_KEY, token_input=TOKEN_INPUT, logits_output=LOGITS_OUTPUT,
+                   state_inputs=tuple(names), state_outputs=tuple(f"{n}_out" for n in names),
+                   state_sizes=tuple(sizes), quantization=quantize, method=method)
+  meta.save(os.path.join(folder, META_FILE))
+  summary = inspect_tflite.summarize(model_bytes, output_path)
+  summary["quantize"] = quantize
+  return summary
