@@ -1,10 +1,24 @@
-"""Regenerates BUILD from the tree: python tools/gen_build.py (tests/test_build_file.py checks it)."""
+"""Regenerates BUILD from the tree: python tools/gen_build.py (tests/test_build_file.py checks it).
+
+With --tracked, only files git tracks count (untracked work in progress is left out).
+"""
 
 import glob
 import os
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLOW_TESTS = ("test_training", "test_scripts")
+
+
+def _glob(pattern: str) -> list[str]:
+  paths = glob.glob(os.path.join(ROOT, pattern))
+  if "--tracked" in sys.argv:
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    paths = [p for p in paths if os.path.relpath(p, ROOT) in tracked]
+  return paths
 
 
 def _name(path):
@@ -21,14 +35,14 @@ def build_text() -> str:
          'py_library(', '    name = "test_support",', '    testonly = True,',
          '    srcs = ["tests/conftest.py"],', '    imports = ["tests"],',
          '    deps = [":tflm_compress"],', ')', '']
-  binaries = [(_name(p), p) for p in glob.glob(os.path.join(ROOT, "scripts", "*.py"))]
-  binaries += [(f"bench_{_name(p)}", p) for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))]
+  binaries = [(_name(p), p) for p in _glob("scripts/*.py")]
+  binaries += [(f"bench_{_name(p)}", p) for p in _glob("benchmarks/*.py")]
   for name, path in sorted(binaries):
     rel = os.path.relpath(path, ROOT)
     out += ['py_binary(', f'    name = "{name}",', f'    srcs = ["{rel}"],',
             f'    main = "{rel}",', '    python_version = "PY3",', '    deps = [":tflm_compress"],',
             ')', '']
-  for path in sorted(glob.glob(os.path.join(ROOT, "tests", "test_*.py"))):
+  for path in sorted(_glob("tests/test_*.py")):
     rel = os.path.relpath(path, ROOT)
     size = "large" if _name(path) in SLOW_TESTS else "medium"
     out += ['py_test(', f'    name = "{_name(path)}",', f'    size = "{size}",', f'    srcs = ["{rel}"],',
