@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SLOW_TESTS = ("test_training", "test_scripts")
+SLOW_TESTS = ("test_training", "test_scripts", "test_pipeline", "test_multi_worker",
+              "test_benchmark")
 
 
 def _glob(pattern: str) -> list[str]:
@@ -47,7 +48,7 @@ def build_text() -> str:
     size = "large" if _name(path) in SLOW_TESTS else "medium"
     out += ['py_test(', f'    name = "{_name(path)}",', f'    size = "{size}",', f'    srcs = ["{rel}"],',
             f'    main = "{rel}",', '    python_version = "PY3",',
-            '    data = glob(["scripts/*.py", "BUILD"]),', '    deps = [":test_support"],', ')', '']
+            '    data = glob(["scripts/*.py", "BUILD", "tests/data/**", "android_demo/**"]),', '    deps = [":test_support"],', ')', '']
   return "\n".join(out)
 
 

@@ -1,0 +1,84 @@
+"""The main job: baseline -> every method variant -> .tflite per PTQ mode -> verify -> benchmark -> report.
+
+  python scripts/run_pipeline.py                    # tiny model, generated corpus, < 10 min
+  python scripts/run_pipeline.py --data_dir=../shared/data/ptb --config=small --output_dir=runs/ptb_small
+  python scripts/run_pipeline.py --output_dir=runs/x --only=low_rank     # one variant (fan-out)
+  python scripts/run_pipeline.py --output_dir=runs/x --report_only        # merge finished variants
+  python scripts/run_pipeline.py --output_dir=runs/x --max_bytes=2000000 --max_latency_ms=1
+
+Writes OUTPUT_DIR/results.{json,md}, pareto.png and, with a budget, best/ (a bundle
+for the Android demo). Stages resume: rerun the same command after an interruption.
+"""
+
+import dataclasses
+
+from absl import flags
+
+import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tflm_compress import cli, distribute, io_utils, pipeline, report
+from tflm_compress.data import GeneratedCorpusConfig, load_corpus
+from tflm_compress.export.converter import QUANTIZE_MODES
+from tflm_compress.models.config import PRESETS, get_preset
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", "", "Corpus folder (ptb.{train,valid,test}.txt); empty = generated.")
+flags.DEFINE_enum("config", "tiny", sorted(PRESETS), "Preset of the baseline.")
+flags.DEFINE_string("output_dir", None, "Output dir (default: runs/pipeline_CONFIG).")
+flags.DEFINE_string("variants", "", "JSON file listing variants (default: one per method family).")
+flags.DEFINE_list("quantize", ["none", "dynamic", "float16", "int8"],
+                  f"PTQ modes to export each variant in: {QUANTIZE_MODES}.")
+flags.DEFINE_integer("epochs", None, "Override the baseline's epochs.", lower_bound=0)
+flags.DEFINE_integer("finetune_epochs", 2, "Fine-tuning epochs per variant.", lower_bound=0)
+flags.DEFINE_float("finetune_learning_rate", None, "Fine-tuning learning rate (default base/4).")
+flags.DEFINE_string("baseline_model", "", "Use this model.keras as the baseline (no training).")
+flags.DEFINE_list("only", None, "Run only these variants (e.g. one per machine).")
+flags.DEFINE_bool("report_only", False, "Only merge finished variants into the report.")
+flags.DEFINE_integer("max_bytes", None, "Budget: largest .tflite in bytes.", lower_bound=1)
+flags.DEFINE_float("max_latency_ms", None, "Budget: slowest p50 ms per token on this host.")
+flags.DEFINE_integer("threads", 1, "Benchmark threads.", lower_bound=1)
+flags.DEFINE_integer("runs", 200, "Benchmark timed runs (at least).", lower_bound=1)
+flags.DEFINE_integer("generated_tokens", None, "Train tokens of the generated corpus.",
+                     lower_bound=100)
+flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
+flags.DEFINE_bool("progress", False, "Show training progress bars.")
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  strategy = distribute.make_strategy(FLAGS.strategy)
+  preset = get_preset(FLAGS.config)
+  if FLAGS.epochs is not None:
+    preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train,
+                                                                   epochs=FLAGS.epochs))
+  variants = (pipeline.load_variants(FLAGS.variants) if FLAGS.variants
+              else pipeline.default_variants(FLAGS.config))
+  config = pipeline.PipelineConfig(
+      preset=preset, preset_name=FLAGS.config, variants=variants,
+      baseline_model=FLAGS.baseline_model, quantize=tuple(FLAGS.quantize),
+      finetune_epochs=FLAGS.finetune_epochs, finetune_learning_rate=FLAGS.finetune_learning_rate,
+      benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs)
+  output_dir = FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}"
+  generated = GeneratedCorpusConfig()
+  if FLAGS.generated_tokens:
+    tenth = max(FLAGS.generated_tokens // 10, 2)
+    generated = dataclasses.replace(generated, train_tokens=FLAGS.generated_tokens,
+                                    valid_tokens=tenth, test_tokens=tenth)
+  corpus = load_corpus(FLAGS.data_dir, generated=generated)
+  runner = pipeline.Pipeline(config, corpus, output_dir, strategy=strategy, only=FLAGS.only,
+                             progress=FLAGS.progress)
+  io_utils.makedirs(output_dir)
+  if not FLAGS.report_only:
+    runner.run()
+  rows = runner.collect_rows()
+  published = report.published_rows(corpus.source, FLAGS.config)
+  pipeline.write_report(rows, output_dir, config.eval_split, published)
+  print(f"report: {output_dir}/results.md ({len(rows)} rows)")
+  if FLAGS.max_bytes or FLAGS.max_latency_ms:
+    best = pipeline.export_best(rows, output_dir, FLAGS.max_bytes, FLAGS.max_latency_ms,
+                                config.eval_split)
+    print(f"best within budget: {best['name']} ({best['tflite_bytes']:,} bytes, "
+          f"{best[f'tflite_{config.eval_split}_ppl']:.2f} ppl) -> {output_dir}/best/")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,323 @@
+"""The pipeline: baseline -> compress + fine-tune -> export per PTQ mode -> verify -> benchmark -> report.
+
+Data flows one way through stage folders under the output dir::
+
+  baseline/                        the trained baseline (a run dir)
+  variants/<variant>/model/        the compressed, fine-tuned model (a run dir)
+  variants/<variant>/<mode>/       bundle (model.tflite, model_meta.json, vocab.txt),
+                                   parity and perplexity on the .tflite
+  variants/<variant>/<mode>/bench/ host benchmark and floor ratio
+  results.json, results.md, pareto.png, best/ (the bundle chosen for a budget)
+
+Every stage is resumable and skipped when up to date (see
+:mod:`tflm_compress.stages`). ``only`` runs some variants (one per machine,
+say) against a shared output dir; ``report_only`` merges what has finished.
+"""
+
+import dataclasses
+import os
+from typing import Callable
+
+import tensorflow as tf
+
+from tflm_compress import compression, io_utils, methods, report, stages
+from tflm_compress.data.corpus import Corpus
+from tflm_compress.errors import UserError
+from tflm_compress.export.bundle import export_step_model
+from tflm_compress.export.converter import QUANTIZE_MODES
+from tflm_compress.export.meta import META_FILE
+from tflm_compress.export.parity import check_parity
+from tflm_compress.export.runtime import TFLiteStepModel
+from tflm_compress.models.config import Preset
+from tflm_compress.models.lstm_lm import load_model
+from tflm_compress.training import MODEL_FILE, VOCAB_FILE, train_language_model
+
+BASELINE = "baseline"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One model to build: a method spec and its parameters (``baseline``: none).
+
+  Attributes:
+    name: unique name (folder name; letters, digits, ``_-+.``).
+    method: method spec, e.g. ``low_rank`` or ``tt+group_reduce``; ``""`` for
+      the baseline itself.
+    params: method parameters by flag name.
+    finetune_epochs: overrides the pipeline's fine-tuning epochs.
+  """
+
+  name: str
+  method: str = ""
+  params: dict = dataclasses.field(default_factory=dict)
+  finetune_epochs: int | None = None
+
+  def __post_init__(self):
+    if not self.name or not all(c.isalnum() or c in "_-+." for c in self.name):
+      raise UserError(f"variant name {self.name!r} must be letters, digits and _-+.")
+    if self.method:
+      methods.parse_spec(self.method)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """Everything that decides the pipeline's results (hashed per stage).
+
+  Attributes:
+    preset: the named model/training preset of the baseline.
+    baseline_model: an existing model.keras to use instead of training one.
+    variants: the variants besides the baseline.
+    quantize: PTQ modes every variant is exported in.
+    finetune_epochs, finetune_learning_rate: the fine-tuning recipe (the
+      learning rate defaults to the base one / 4).
+    eval_split: the split perplexities are reported on (``valid`` is always
+      measured too, with Keras).
+    parity_steps: steps of the Keras vs ``.tflite`` parity check.
+    benchmark_threads, benchmark_runs: host benchmark settings.
+  """
+
+  preset: Preset
+  preset_name: str
+  variants: tuple[Variant, ...]
+  baseline_model: str = ""
+  quantize: tuple[str, ...] = ("none", "dynamic")
+  finetune_epochs: int = 2
+  finetune_learning_rate: float | None = None
+  eval_split: str = "test"
+  parity_steps: int = 50
+  benchmark_threads: int = 1
+  benchmark_runs: int = 200
+
+  def __post_init__(self):
+    bad = [q for q in self.quantize if q not in QUANTIZE_MODES]
+    if bad or not self.quantize:
+      raise UserError(f"--quantize={','.join(self.quantize)}; use some of {QUANTIZE_MODES}")
+    names = [BASELINE] + [v.name for v in self.variants]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+      raise UserError(f"variant names must be unique (and not {BASELINE!r}): {dupes}")
+
+
+def default_variants(preset_name: str) -> tuple[Variant, ...]:
+  """One setting of every method family that is built, sized for the preset."""
+  hidden = {"tiny": 32, "small": 200, "medium": 650, "large": 1500}.get(preset_name, 200)
+  rank = max(hidden // 4, 2)
+  candidates = [
+      Variant("low_rank", "low_rank", {"rank": rank}),
+  ]
+  return tuple(v for v in candidates
+               if all(n in methods.REGISTRY for n in v.method.split("+")))
+
+
+def load_variants(path: str) -> tuple[Variant, ...]:
+  """Variants from a JSON file: a list of ``{name, method, params, finetune_epochs}``."""
+  data = io_utils.read_json(path)
+  if not isinstance(data, list):
+    raise UserError(f"--variants={path!r} must hold a JSON list of variants")
+  try:
+    return tuple(Variant(**v) for v in data)
+  except TypeError as e:
+    raise UserError(f"--variants={path!r}: {e}") from None
+
+
+class Pipeline:
+  """Runs (or resumes) the pipeline of ``config`` on ``corpus`` into ``output_dir``.
+
+  Args:
+    strategy: the ``tf.distribute`` strategy for training and fine-tuning.
+    only: variant names to run (None: all). The baseline runs when needed.
+    log: where progress lines go.
+  """
+
+  def __init__(self, config: PipelineConfig, corpus: Corpus, output_dir: str,
+               strategy: tf.distribute.Strategy | None = None, only: list[str] | None = None,
+               progress: bool = False, log: Callable[[str], None] = print):
+    self.config = config
+    self.corpus = corpus
+    self.output_dir = output_dir
+    self.strategy = strategy
+    self.progress = progress
+    self.log = log
+    known = {BASELINE} | {v.name for v in config.variants}
+    unknown = sorted(set(only or []) - known)
+    if unknown:
+      raise UserError(f"--only names unknown variants {unknown}; known: {sorted(known)}")
+    self.selected = [v for v in self._all_variants() if only is None or v.name in only]
+
+  def _all_variants(self) -> list[Variant]:
+    return [Variant(BASELINE)] + list(self.config.variants)
+
+  def _variant_dir(self, name: str) -> str:
+    return os.path.join(self.output_dir, "variants", name)
+
+  # ----- stages -----
+  def _baseline_config(self) -> dict:
+    preset = self.config.preset
+    return {"stage": "baseline", "model": preset.model.to_dict(), "train": preset.train.to_dict(),
+            "baseline_model": self.config.baseline_model, "corpus": self.corpus.describe()}
+
+  def _run_baseline(self, runner: stages.StageRunner) -> dict:
+    folder = os.path.join(self.output_dir, "baseline")
+
+    def fn(folder):
+      if self.config.baseline_model:
+        return {"model": self.config.baseline_model}
+      metrics = train_language_model(self.corpus, self.config.preset.model,
+                                     self.config.preset.train, folder, strategy=self.strategy,
+                                     progress=self.progress, log=self.log,
+                                     extra_config={"preset": self.config.preset_name})
+      return {"model": os.path.join(folder, MODEL_FILE), "params": metrics["params"],
+              "valid_ppl": metrics["valid_ppl"], "test_ppl": metrics["test_ppl"]}
+
+    return runner.run(folder, "baseline: train", self._baseline_config(), fn)
+
+  def _variant_model_config(self, variant: Variant, baseline_hash: str) -> dict:
+    return {"stage": "compress", "variant": variant.to_dict(), "baseline": baseline_hash,
+            "finetune_epochs": self._finetune_epochs(variant),
+            "finetune_learning_rate": self.config.finetune_learning_rate}
+
+  def _finetune_epochs(self, variant: Variant) -> int:
+    if variant.finetune_epochs is not None:
+      return variant.finetune_epochs
+    return self.config.finetune_epochs
+
+  def _run_variant_model(self, runner, variant: Variant, baseline: dict, config: dict) -> dict:
+    if not variant.method:
+      return baseline
+    folder = os.path.join(self._variant_dir(variant.name), "model")
+
+    def fn(folder):
+      train = compression.finetune_config(self.config.preset.train, self._finetune_epochs(variant),
+                                          self.config.finetune_learning_rate)
+      metrics = compression.compress_and_finetune(
+          baseline["model"], variant.method, variant.params, self.corpus, train, folder,
+          strategy=self.strategy, progress=self.progress, log=self.log)
+      return {"model": os.path.join(folder, MODEL_FILE), "params": metrics["params"],
+              "valid_ppl": metrics["valid_ppl"], "test_ppl": metrics["test_ppl"],
+              "method_report": metrics.get("method_report", {})}
+
+    return runner.run(folder, f"{variant.name}: compress + fine-tune", config, fn)
+
+  def _run_export(self, runner, variant: Variant, mode: str, model_result: dict,
+                  upstream: dict) -> dict:
+    folder = os.path.join(self._variant_dir(variant.name), mode)
+    config = {"stage": "export", "quantize": mode, "upstream": stages.config_hash(upstream),
+              "parity_steps": self.config.parity_steps, "split": self.config.eval_split}
+
+    def fn(folder):
+      model = load_model(model_result["model"])
+      path = os.path.join(folder, "model.tflite")
+      summary = export_step_model(model, self.corpus.vocab, path, mode,
+                                  calibration_ids=self.corpus.split("train"),
+                                  method=variant.method or BASELINE)
+      tflite_model = TFLiteStepModel(path)
+      parity = check_parity(model, tflite_model,
+                            self.corpus.split("valid")[: self.config.parity_steps])
+      stats = tflite_model.perplexity(self.corpus.split(self.config.eval_split))
+      return {"tflite": path, "tflite_bytes": summary["tflite_bytes"],
+              "weight_bytes_by_group": summary["weight_bytes_by_group"],
+              "ops": summary["ops"], "parity": parity, "tflite_ppl": stats["ppl"]}
+
+    return runner.run(folder, f"{variant.name}+{mode}: export + verify", config, fn)
+
+  def _run_benchmark(self, runner, variant: Variant, mode: str, export_result: dict,
+                     upstream: dict) -> dict:
+    folder = os.path.join(self._variant_dir(variant.name), mode, "bench")
+    config = {"stage": "benchmark", "upstream": stages.config_hash(upstream),
+              "threads": self.config.benchmark_threads, "runs": self.config.benchmark_runs}
+
+    def fn(folder):
+      from tflm_compress.benchmark import host, report as bench_report  # pylint: disable=g-import-not-at-top
+
+      settings = host.BenchmarkSettings(num_threads=self.config.benchmark_threads,
+                                        num_runs=self.config.benchmark_runs)
+      result = bench_report.host_report(export_result["tflite"], settings, floor=True,
+                                        litert_benchmark=False)
+      io_utils.atomic_write_json(os.path.join(folder, "benchmark.json"), result)
+      latency = result["results"]["host-litert"]["latency_ms"]
+      floor = result.get("floor") or {}
+      return {"latency_ms_p50": latency["p50"], "latency_ms_p95": latency["p95"],
+              "latency_floor_ratio": floor.get("ratio")}
+
+    return runner.run(folder, f"{variant.name}+{mode}: benchmark", config, fn)
+
+  # ----- driver -----
+  def run(self) -> list[dict]:
+    """Runs the selected variants; returns their report rows."""
+    stage_count = 1 + sum((1 if v.method else 0) + 2 * len(self.config.quantize)
+                          for v in self.selected)
+    runner = stages.StageRunner(total=stage_count, log=self.log)
+    baseline = self._run_baseline(runner)
+    baseline_hash = stages.config_hash(self._baseline_config())
+    rows = []
+    for variant in self.selected:
+      model_config = self._variant_model_config(variant, baseline_hash)
+      model_result = self._run_variant_model(runner, variant, baseline, model_config)
+      for mode in self.config.quantize:
+        upstream = {"model": model_config, "mode": mode}
+        export_result = self._run_export(runner, variant, mode, model_result, upstream)
+        bench = self._run_benchmark(runner, variant, mode, export_result,
+                                    {**upstream, "export": export_result["tflite_bytes"]})
+        rows.append(self._row(variant, mode, model_result, export_result, bench))
+    return rows
+
+  def _row(self, variant, mode, model_result, export_result, bench) -> dict:
+    family = variant.method or BASELINE
+    return {
+        "name": variant.name if mode == "none" else f"{variant.name}+{mode}",
+        "variant": variant.name, "method": family, "quantize": mode,
+        "params": model_result.get("params"),
+        "tflite_bytes": export_result["tflite_bytes"],
+        "valid_ppl": model_result.get("valid_ppl"), "test_ppl": model_result.get("test_ppl"),
+        f"tflite_{self.config.eval_split}_ppl": export_result["tflite_ppl"],
+        "latency_ms_p50": bench["latency_ms_p50"],
+        "latency_floor_ratio": bench["latency_floor_ratio"],
+        "max_abs_logit_diff": export_result["parity"]["max_abs_logit_diff"],
+        "argmax_agreement": export_result["parity"]["argmax_agreement"],
+        "tflite": export_result["tflite"],
+    }
+
+  def collect_rows(self) -> list[dict]:
+    """Rows of every variant whose stages have all finished (for ``report_only``)."""
+    rows = []
+    for variant in self._all_variants():
+      if variant.method:
+        model_result = stages.read_done(os.path.join(self._variant_dir(variant.name), "model"))
+      else:
+        model_result = stages.read_done(os.path.join(self.output_dir, "baseline"))
+      if model_result is None:
+        continue
+      for mode in self.config.quantize:
+        folder = os.path.join(self._variant_dir(variant.name), mode)
+        export_result = stages.read_done(folder)
+        bench = stages.read_done(os.path.join(folder, "bench"))
+        if export_result is not None and bench is not None:
+          rows.append(self._row(variant, mode, model_result, export_result, bench))
+    return rows
+
+
+def write_report(rows: list[dict], output_dir: str, eval_split: str = "test",
+                 published: list[dict] | None = None) -> dict:
+  """Writes results.json, results.md and pareto.png; returns the report."""
+  return report.write(rows, output_dir, eval_split, published or [])
+
+
+def export_best(rows: list[dict], output_dir: str, max_bytes: int | None,
+                max_latency_ms: float | None, eval_split: str = "test") -> dict:
+  """Copies the bundle of the lowest-perplexity row within budget to ``output_dir/best``."""
+  best = report.select_best(rows, max_bytes, max_latency_ms, eval_split)
+  folder = os.path.dirname(best["tflite"])
+  target = os.path.join(output_dir, "best")
+  io_utils.makedirs(target)
+  for name in ("model.tflite", META_FILE, VOCAB_FILE):
+    with tf.io.gfile.GFile(os.path.join(folder, name), "rb") as f:
+      io_utils.atomic_write_bytes(os.path.join(target, name), f.read())
+  io_utils.atomic_write_json(os.path.join(target, "best.json"),
+                             {"row": best, "max_bytes": max_bytes,
+                              "max_latency_ms": max_latency_ms})
+  return best
+
+
