@@ -223,9 +223,9 @@ def drive_step_model(model_path: str, settings: BenchmarkSettings
   # interpreter is only for that. Tensor indices come from the file, so they
   # hold for the stopwatch interpreter too.
   step_model = TFLiteStepModel(model_path, settings.num_threads)
-  token_index = step_model._token_index  # pylint: disable=protected-access
-  state_in = list(step_model._state_in)  # pylint: disable=protected-access
-  state_out = list(step_model._state_out)  # pylint: disable=protected-access
+  indices = step_model.tensor_indices
+  token_index, state_in, state_out = (indices["token"], indices["state_inputs"],
+                                      indices["state_outputs"])
   vocab_size = step_model.vocab_size
   runner_inputs = loaded.interpreter.get_signature_runner(SIGNATURE_KEY).get_input_details()
   if runner_inputs[TOKEN_INPUT]["index"] != token_index:

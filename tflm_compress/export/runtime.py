@@ -57,6 +57,14 @@ class TFLiteStepModel:
     self.vocab_size = int(outputs[LOGITS_OUTPUT]["shape"][-1])
 
   @property
+  def tensor_indices(self) -> dict:
+    """Interpreter tensor indices of the signature: ``token``, ``logits``,
+    ``state_inputs`` and ``state_outputs`` (lists in state order). They come
+    from the file, so they hold for any interpreter built from the same model."""
+    return {"token": self._token_index, "logits": self._logits_index,
+            "state_inputs": list(self._state_in), "state_outputs": list(self._state_out)}
+
+  @property
   def size_bytes(self) -> int:
     return len(self.model_bytes)
 
