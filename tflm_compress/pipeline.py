@@ -29,8 +29,9 @@ from tflm_compress.export.meta import META_FILE
 from tflm_compress.export.parity import check_parity
 from tflm_compress.export.runtime import TFLiteStepModel
 from tflm_compress.models.config import Preset
-from tflm_compress.models.lstm_lm import load_model
-from tflm_compress.training import MODEL_FILE, VOCAB_FILE, train_language_model
+from tflm_compress.models.lstm_lm import count_params, load_model
+from tflm_compress.training import (MODEL_FILE, VOCAB_FILE, evaluate_perplexity,
+                                    train_language_model)
 
 BASELINE = "baseline"
 
@@ -164,7 +165,10 @@ class Pipeline:
 
     def fn(folder):
       if self.config.baseline_model:
-        return {"model": self.config.baseline_model}
+        model = load_model(self.config.baseline_model)
+        return {"model": self.config.baseline_model, "params": count_params(model),
+                **{f"{split}_ppl": evaluate_perplexity(model, self.corpus.split(split))["ppl"]
+                   for split in ("valid", "test")}}
       metrics = train_language_model(self.corpus, self.config.preset.model,
                                      self.config.preset.train, folder, strategy=self.strategy,
                                      progress=self.progress, log=self.log,
