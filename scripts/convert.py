@@ -43,7 +43,8 @@ def main(argv):
   summary = export.export_step_model(
       model, vocab, output, FLAGS.quantize,
       calibration_ids=None if corpus is None else corpus.split("train"),
-      calibration_steps=FLAGS.calibration_steps)
+      calibration_steps=FLAGS.calibration_steps,
+      method=(source.run_config or {}).get("method") or "baseline")
   if FLAGS.parity_steps:
     tflite_model = export.TFLiteStepModel(output)
     summary["parity"] = export.check_parity(model, tflite_model,

@@ -15,7 +15,7 @@ import dataclasses
 from absl import flags
 
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from tflm_compress import cli, distribute, io_utils, pipeline, report
+from tflm_compress import artifacts, cli, distribute, io_utils, pipeline, report
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
 from tflm_compress.export.converter import QUANTIZE_MODES
 from tflm_compress.models.config import PRESETS, get_preset
@@ -30,7 +30,9 @@ flags.DEFINE_list("quantize", ["none", "dynamic", "float16", "int8"],
 flags.DEFINE_integer("epochs", None, "Override the baseline's epochs.", lower_bound=0)
 flags.DEFINE_integer("finetune_epochs", 2, "Fine-tuning epochs per variant.", lower_bound=0)
 flags.DEFINE_float("finetune_learning_rate", None, "Fine-tuning learning rate (default base/4).")
-flags.DEFINE_string("baseline_model", "", "Use this model.keras as the baseline (no training).")
+flags.DEFINE_string("model", "", "Use this Keras model as the baseline instead of training one: "
+                    "a package run's model.keras or your own LSTM LM (.keras, .h5, SavedModel).")
+flags.DEFINE_string("vocab", "", "vocab.txt of --model (default: beside it).")
 flags.DEFINE_list("only", None, "Run only these variants (e.g. one per machine).")
 flags.DEFINE_bool("report_only", False, "Only merge finished variants into the report.")
 flags.DEFINE_integer("max_bytes", None, "Budget: largest .tflite in bytes.", lower_bound=1)
@@ -54,7 +56,7 @@ def main(argv):
               else pipeline.default_variants(FLAGS.config))
   config = pipeline.PipelineConfig(
       preset=preset, preset_name=FLAGS.config, variants=variants,
-      baseline_model=FLAGS.baseline_model, quantize=tuple(FLAGS.quantize),
+      baseline_model=FLAGS.model, quantize=tuple(FLAGS.quantize),
       finetune_epochs=FLAGS.finetune_epochs, finetune_learning_rate=FLAGS.finetune_learning_rate,
       benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs)
   output_dir = FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}"
@@ -63,7 +65,10 @@ def main(argv):
     tenth = max(FLAGS.generated_tokens // 10, 2)
     generated = dataclasses.replace(generated, train_tokens=FLAGS.generated_tokens,
                                     valid_tokens=tenth, test_tokens=tenth)
-  corpus = load_corpus(FLAGS.data_dir, generated=generated)
+  vocab = None
+  if FLAGS.model:
+    vocab = artifacts.resolve(model=FLAGS.model, vocab=FLAGS.vocab).vocab()
+  corpus = load_corpus(FLAGS.data_dir, vocab=vocab, generated=generated)
   runner = pipeline.Pipeline(config, corpus, output_dir, strategy=strategy, only=FLAGS.only,
                              progress=FLAGS.progress)
   io_utils.makedirs(output_dir)

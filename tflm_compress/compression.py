@@ -75,8 +75,8 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
     return [cb for m, c in _chain(plan, "callbacks") for cb in m.callbacks(model, c)]
 
   def finalize(model):
-    for m, _ in _chain(plan, "strip"):
-      model = m.strip(model)
+    for m, c in _chain(plan, "strip"):
+      model = m.strip(model, c)
     return model
 
   def report(model):

@@ -12,7 +12,7 @@ A method is a module in ``tflm_compress/methods/`` with:
   ``config`` against the model's dims first (one clear error each).
 * optional ``extra_loss(model, config) -> scalar`` (a regularizer added during
   fine-tuning), ``callbacks(model, config) -> [keras callbacks]``,
-  ``strip(model) -> keras.Model`` (before export), ``report(model) -> dict``.
+  ``strip(model, config) -> keras.Model`` (after fine-tuning, before export), ``report(model) -> dict``.
 
 Methods compose: each replaces only the layers it targets and leaves the
 others (including other methods' layers) as they are.

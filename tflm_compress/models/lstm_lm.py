@@ -89,18 +89,30 @@ def custom_objects() -> dict:
   """
   import tflm_compress.methods  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
 
-  return {"LSTM": LSTM, "TiedEmbedding": TiedEmbedding,
-          "tflm_compress>LSTM": LSTM, "tflm_compress>TiedEmbedding": TiedEmbedding}
+  # Registered names only: a bare "LSTM" would shadow keras.layers.LSTM in
+  # users' models.
+  return {"tflm_compress>LSTM": LSTM, "tflm_compress>TiedEmbedding": TiedEmbedding}
 
 
 def load_model(path: str) -> keras.Model:
-  """Loads a ``model.keras`` written by this package."""
+  """Loads a model: one of this package's, or a user's Keras LSTM language model.
+
+  A user's model (``.keras``, ``.h5`` or a SavedModel dir) is mapped onto the
+  package's model with the same weights (see :mod:`tflm_compress.models.adapt`).
+  """
+  from tflm_compress.models import adapt  # pylint: disable=g-import-not-at-top
+
   if not tf.io.gfile.exists(path):
     raise UserError(f"model file not found: {path!r}")
   try:
-    return keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
-  except (ValueError, OSError, TypeError, KeyError) as e:
+    model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+  except (ValueError, OSError, TypeError, KeyError, ImportError) as e:
     raise UserError(f"cannot load Keras model {path!r}: {str(e).splitlines()[0]}") from None
+  if not isinstance(model, keras.Model):
+    raise UserError(f"{path!r} is not a Keras model (a SavedModel without Keras metadata?)")
+  if adapt.is_package_model(model):
+    return model
+  return adapt.adapt_keras_model(model)
 
 
 def count_params(model: keras.Model) -> int:
