@@ -44,3 +44,29 @@ def test_missing_split_and_missing_dir(tmp_path):
     load_text_corpus(str(tmp_path))
   with pytest.raises(UserError, match="is not a directory"):
     load_text_corpus(str(tmp_path / "nope"))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40),
+                max_size=20),
+       st.sampled_from(["\n", "\r\n"]))
+def test_reader_on_random_text_matches_split_per_line(tmp_path_factory, lines, newline):
+  """Any UTF-8 text reads as the whitespace-split words of each non-blank line + <eos>."""
+  path = tmp_path_factory.mktemp("hyp") / "t.txt"
+  text = newline.join(lines)
+  path.write_bytes(text.encode("utf-8"))
+  expected = []
+  for line in text.encode("utf-8").splitlines():
+    words = line.decode("utf-8").split()
+    if words:
+      expected += words + ["<eos>"]
+  if not expected:
+    with pytest.raises(UserError, match="holds no words"):
+      read_tokens(str(path))
+  else:
+    tokens = read_tokens(str(path))
+    assert tokens == expected
+    assert all(t and not any(c.isspace() for c in t) for t in tokens)

@@ -117,3 +117,57 @@ def test_mirrored_two_replicas_equal_one_device():
   assert mirrored["eval"] == pytest.approx(single["eval"], rel=1e-5)
   for a, b in zip(single["weights"], mirrored["weights"]):
     np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)
+
+
+def test_nan_loss_stops_the_run_and_writes_no_model(small_corpus, tmp_path):
+  """A diverging run stops with a clear error naming the batch; no NaN model is written."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  import numpy as np  # pylint: disable=g-import-not-at-top,redefined-outer-name,reimported
+
+  from tflm_compress.models import build_language_model, get_preset  # pylint: disable=g-import-not-at-top
+  from tflm_compress.training import TrainingDivergedError, run_training  # pylint: disable=g-import-not-at-top
+
+  preset = get_preset("tiny")
+  config = preset.model.with_vocab_size(len(small_corpus.vocab))
+
+  def poisoned_model():
+    model = build_language_model(config, seed=0)
+    bias = model.get_layer("softmax").bias
+    bias.assign(np.where(np.arange(bias.shape[0]) == 3, np.nan, bias.numpy()))
+    return model
+
+  run_dir = str(tmp_path / "run")
+  with pytest.raises(TrainingDivergedError, match=r"loss is nan at epoch 1, batch 1;.*last good"):
+    run_training(poisoned_model, small_corpus, dataclasses.replace(preset.train, epochs=1),
+                 run_dir, {"model": "poisoned"}, progress=False, log=lambda _: None)
+  assert not os.path.exists(os.path.join(run_dir, "model.keras"))
+  assert not os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint"))
+
+
+def test_read_only_output_dir_is_a_clear_error(small_corpus, tmp_path):
+  from tflm_compress.errors import UserError  # pylint: disable=g-import-not-at-top
+  from tflm_compress.models import get_preset  # pylint: disable=g-import-not-at-top
+  from tflm_compress.training import train_language_model  # pylint: disable=g-import-not-at-top
+
+  if os.geteuid() == 0:
+    pytest.skip("root ignores directory permissions; covered by the makedirs check below")
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o500)
+  with pytest.raises(UserError, match="not writable|cannot create"):
+    train_language_model(small_corpus, get_preset("tiny").model, get_preset("tiny").train,
+                         str(locked / "run"), progress=False, log=lambda _: None)
+
+
+def test_unwritable_paths_are_clear_errors(tmp_path):
+  from tflm_compress import io_utils  # pylint: disable=g-import-not-at-top
+  from tflm_compress.errors import UserError  # pylint: disable=g-import-not-at-top
+
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  with pytest.raises(UserError, match="cannot create output directory"):
+    io_utils.makedirs(str(blocker / "sub"))
+  with pytest.raises(UserError, match="cannot write"):
+    io_utils.atomic_write_text(str(blocker / "sub" / "a.json"), "{}")
+  assert sorted(os.listdir(tmp_path)) == ["file"]  # No temp files left.

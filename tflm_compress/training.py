@@ -45,6 +45,11 @@ class TrainingDivergedError(UserError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def perplexity(mean_nll: float) -> float:
+  """``exp(mean NLL)``, ``inf`` past float range (a diverging model, not a crash)."""
+  return math.exp(mean_nll) if mean_nll < 709 else float("inf")
+
+
 def _state_sizes(model: keras.Model) -> list[int]:
   return [int(t.shape[-1]) for t in model.inputs[1:]]
 
@@ -171,12 +176,12 @@ class Trainer:
       total_nll += nll
       tokens_seen += train.batch_size * train.num_steps
       elapsed = time.time() - start
-      bar.update(i + 1, [("ppl", math.exp(total_nll / tokens_seen)),
+      bar.update(i + 1, [("ppl", perplexity(total_nll / tokens_seen)),
                          ("wps", tokens_seen / max(elapsed, 1e-9))])
     elapsed = time.time() - start
     for callback in self.callbacks:
       callback.on_epoch_end(int(self.epoch.numpy()))
-    return {"ppl": math.exp(total_nll / tokens_seen), "tokens": tokens_seen,
+    return {"ppl": perplexity(total_nll / tokens_seen), "tokens": tokens_seen,
             "words_per_sec": tokens_seen / elapsed, "seconds": elapsed}
 
   def evaluate(self, ids: np.ndarray, batch_size: int | None = None,
@@ -256,7 +261,7 @@ def evaluate_perplexity(model: keras.Model, ids: np.ndarray, batch_size: int = 1
     nll, states = step(shard(x), shard(y), shard(w), states)
     total += float(nll)
   count = float(weights.sum())
-  return {"ppl": math.exp(total / count), "nll": total / count, "tokens": int(count)}
+  return {"ppl": perplexity(total / count), "nll": total / count, "tokens": int(count)}
 
 
 def _check_run_dir(output_dir: str, config_text: str) -> None:
