@@ -105,12 +105,20 @@ class PipelineConfig:
 def default_variants(preset_name: str) -> tuple[Variant, ...]:
   """One setting of every method family that is built, sized for the preset."""
   hidden = {"tiny": 32, "small": 200, "medium": 650, "large": 1500}.get(preset_name, 200)
-  rank = max(hidden // 4, 2)
-  candidates = [
-      Variant("low_rank", "low_rank", {"rank": rank}),
+  small = hidden < 100
+  candidates = [  # (method, params); the variant is named after its method.
+      ("low_rank", {"rank": max(hidden // 4, 2)}),
+      ("tt", {"tt_rank": max(hidden // 4, 2)}),
+      ("group_reduce", {"gr_num_blocks": 4 if small else 8, "gr_budget": 0.25 if small else 0.15,
+                        "gr_refine_rounds": 2}),
+      ("slim_embedding", {"slim_k": 4, "slim_m": 250 if small else 2000}),
+      ("iss", {"iss_keep": 0.5}),
+      ("prune", {"sparsity": 0.8}),
+      ("qat", {}),
+      ("cluster", {"num_clusters": 16}),
   ]
-  return tuple(v for v in candidates
-               if all(n in methods.REGISTRY for n in v.method.split("+")))
+  return tuple(Variant(method, method, params) for method, params in candidates
+               if method in methods.REGISTRY)
 
 
 def load_variants(path: str) -> tuple[Variant, ...]:
