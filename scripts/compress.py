@@ -17,6 +17,7 @@ from absl import flags
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import artifacts, cli, compression, distribute, methods
 from tflm_compress.models.config import OPTIMIZERS, TrainConfig
+from tflm_compress.training import Distillation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "", "Run dir of the model to compress (model.keras, vocab.txt).")
@@ -30,6 +31,9 @@ flags.DEFINE_float("learning_rate", None, "Fine-tuning learning rate (default: b
 flags.DEFINE_enum("optimizer", None, OPTIMIZERS, "Override the base run's optimizer.")
 flags.DEFINE_integer("batch_size", None, "Override the global batch size.", lower_bound=1)
 flags.DEFINE_integer("seed", None, "Override the seed.")
+flags.DEFINE_bool("distill", False, "Fine-tune on the base model's soft targets too.")
+flags.DEFINE_float("distill_alpha", 0.5, "Weight of the soft-target loss.")
+flags.DEFINE_float("distill_temperature", 2.0, "Distillation temperature.")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.mark_flags_as_required(["method", "output_dir"])
@@ -63,6 +67,8 @@ def main(argv):
                                  "seed": FLAGS.seed}.items() if v is not None}
   train_config = compression.finetune_config(base_train, FLAGS.finetune_epochs,
                                              FLAGS.learning_rate, **overrides)
+  distillation = (Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature)
+                  if FLAGS.distill else None)
   vocab = source.vocab()
   corpus = source.corpus(FLAGS.data_dir, vocab)
   method_values = {name: FLAGS[name].value for name in FLAGS
@@ -71,7 +77,7 @@ def main(argv):
   compression.compress_and_finetune(source.model_path, FLAGS.method, method_values, corpus,
                                     train_config, FLAGS.output_dir,
                                     base_run_config=source.run_config, strategy=strategy,
-                                    progress=FLAGS.progress)
+                                    progress=FLAGS.progress, distillation=distillation)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from tflm_compress import artifacts, cli, distribute, io_utils, pipeline, report
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
 from tflm_compress.export.converter import QUANTIZE_MODES
 from tflm_compress.models.config import PRESETS, get_preset
+from tflm_compress.training import Distillation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Corpus folder (ptb.{train,valid,test}.txt); empty = generated.")
@@ -33,6 +34,11 @@ flags.DEFINE_float("finetune_learning_rate", None, "Fine-tuning learning rate (d
 flags.DEFINE_string("model", "", "Use this Keras model as the baseline instead of training one: "
                     "a package run's model.keras or your own LSTM LM (.keras, .h5, SavedModel).")
 flags.DEFINE_string("vocab", "", "vocab.txt of --model (default: beside it).")
+flags.DEFINE_enum("distill", "none", pipeline.DISTILL_MODES,
+                  "Knowledge distillation from the baseline: none, only, or both (each variant "
+                  "with and without, the distilled one named NAME_kd).")
+flags.DEFINE_float("distill_alpha", 0.5, "Weight of the soft-target loss.")
+flags.DEFINE_float("distill_temperature", 2.0, "Distillation temperature.")
 flags.DEFINE_list("only", None, "Run only these variants (e.g. one per machine).")
 flags.DEFINE_bool("report_only", False, "Only merge finished variants into the report.")
 flags.DEFINE_integer("max_bytes", None, "Budget: largest .tflite in bytes.", lower_bound=1)
@@ -54,11 +60,13 @@ def main(argv):
                                                                    epochs=FLAGS.epochs))
   variants = (pipeline.load_variants(FLAGS.variants) if FLAGS.variants
               else pipeline.default_variants(FLAGS.config))
+  variants = pipeline.with_distillation(variants, FLAGS.distill)
   config = pipeline.PipelineConfig(
       preset=preset, preset_name=FLAGS.config, variants=variants,
       baseline_model=FLAGS.model, quantize=tuple(FLAGS.quantize),
       finetune_epochs=FLAGS.finetune_epochs, finetune_learning_rate=FLAGS.finetune_learning_rate,
-      benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs)
+      benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs,
+      distillation=Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature))
   output_dir = FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}"
   generated = GeneratedCorpusConfig()
   if FLAGS.generated_tokens:

@@ -167,3 +167,15 @@ def test_unknown_only_variant(tmp_path):
   proc = _pipeline(tmp_path / "x", "--only=nope")
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 1 and "--only names unknown variants ['nope']" in err
+
+
+def test_distillation_variants():
+  from tflm_compress import pipeline  # pylint: disable=g-import-not-at-top
+
+  base = (pipeline.Variant("lr", "low_rank", {"rank": 4}),)
+  assert pipeline.with_distillation(base, "none") == base
+  both = pipeline.with_distillation(base, "both")
+  assert [(v.name, v.distill) for v in both] == [("lr", False), ("lr_kd", True)]
+  assert [(v.name, v.distill) for v in pipeline.with_distillation(base, "only")] == [("lr", True)]
+  with pytest.raises(UserError, match="--distill='some'"):
+    pipeline.with_distillation(base, "some")

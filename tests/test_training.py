@@ -171,3 +171,28 @@ def test_unwritable_paths_are_clear_errors(tmp_path):
   with pytest.raises(UserError, match="cannot write"):
     io_utils.atomic_write_text(str(blocker / "sub" / "a.json"), "{}")
   assert sorted(os.listdir(tmp_path)) == ["file"]  # No temp files left.
+
+
+def test_distillation_from_itself_with_alpha_one_keeps_the_teacher(tiny_run, small_corpus):
+  """With alpha=1 and the teacher as the student's start, the KD gradient is zero:
+  one epoch leaves the weights (nearly) unchanged; with alpha=0 it is plain CE."""
+  import numpy as np  # pylint: disable=g-import-not-at-top,redefined-outer-name,reimported
+
+  from tflm_compress.models import TrainConfig, load_model  # pylint: disable=g-import-not-at-top
+  from tflm_compress.training import Distillation, Trainer  # pylint: disable=g-import-not-at-top
+
+  path = os.path.join(tiny_run[0], "model.keras")
+  train = TrainConfig(batch_size=8, num_steps=10, optimizer="sgd", learning_rate=1.0)
+  ids = small_corpus.split("train")[:4000]
+  before = load_model(path).get_weights()
+  results = {}
+  for alpha in (1.0, 0.0):
+    trainer = Trainer(lambda: load_model(path), train, teacher_fn=lambda: load_model(path),
+                      distillation=Distillation(alpha=alpha, temperature=2.0))
+    stats = trainer.train_epoch(ids, progress=False)
+    drift = max(float(np.abs(a - b).max()) for a, b in zip(before, trainer.model.get_weights()))
+    results[alpha] = (drift, stats["ppl"])
+  assert results[1.0][0] < 1e-4, results
+  assert results[0.0][0] > 1e-3, results
+  # The teacher is frozen and its state is carried separately from the student's.
+  assert trainer.teacher.trainable is False

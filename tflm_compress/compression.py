@@ -20,7 +20,7 @@ from tflm_compress.errors import UserError
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models.config import TrainConfig
 from tflm_compress.models.lstm_lm import count_params, load_model
-from tflm_compress.training import run_training
+from tflm_compress.training import Distillation, run_training
 
 
 def method_config(module: types.ModuleType, values: dict):
@@ -45,13 +45,15 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
                           corpus: Corpus, train_config: TrainConfig, output_dir: str,
                           base_run_config: dict | None = None,
                           strategy: tf.distribute.Strategy | None = None,
-                          progress: bool = True, log: Callable[[str], None] = print) -> dict:
+                          progress: bool = True, log: Callable[[str], None] = print,
+                          distillation: Distillation | None = None) -> dict:
   """Compresses ``base_model_path`` by ``spec`` (e.g. ``low_rank``), fine-tunes, saves.
 
   Args:
     method_values: parameter values by name (flag names); each method takes
       the ones named like its ``Config`` fields.
     train_config: the fine-tuning recipe (``epochs=0`` skips fine-tuning).
+    distillation: if given, fine-tune on the base model's soft targets too.
 
   Returns:
     The metrics of the compressed, fine-tuned model.
@@ -91,12 +93,15 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
       "method": spec,
       "method_config": {m.NAME: dataclasses.asdict(c) for m, c in plan},
       "base_model_config": (base_run_config or {}).get("model"),
+      "distillation": dataclasses.asdict(distillation) if distillation else None,
   }
   return run_training(model_fn, corpus, train_config, output_dir, run_config, strategy=strategy,
                       progress=progress, log=log,
                       extra_loss_fn=extra_loss if _chain(plan, "extra_loss") else None,
                       callbacks_fn=callbacks if _chain(plan, "callbacks") else None,
-                      finalize_fn=finalize, report_fn=report)
+                      finalize_fn=finalize, report_fn=report,
+                      teacher_fn=(lambda: load_model(base_model_path)) if distillation else None,
+                      distillation=distillation)
 
 
 def finetune_config(base: TrainConfig, epochs: int, learning_rate: float | None = None,

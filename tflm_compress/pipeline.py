@@ -30,7 +30,7 @@ from tflm_compress.export.parity import check_parity
 from tflm_compress.export.runtime import TFLiteStepModel
 from tflm_compress.models.config import Preset
 from tflm_compress.models.lstm_lm import count_params, load_model
-from tflm_compress.training import (MODEL_FILE, VOCAB_FILE, evaluate_perplexity,
+from tflm_compress.training import (MODEL_FILE, VOCAB_FILE, Distillation, evaluate_perplexity,
                                     train_language_model)
 
 BASELINE = "baseline"
@@ -46,12 +46,15 @@ class Variant:
       the baseline itself.
     params: method parameters by flag name.
     finetune_epochs: overrides the pipeline's fine-tuning epochs.
+    distill: fine-tune on the baseline's soft targets too (knowledge
+      distillation, with the pipeline's ``distillation`` settings).
   """
 
   name: str
   method: str = ""
   params: dict = dataclasses.field(default_factory=dict)
   finetune_epochs: int | None = None
+  distill: bool = False
 
   def __post_init__(self):
     if not self.name or not all(c.isalnum() or c in "_-+." for c in self.name):
@@ -78,6 +81,7 @@ class PipelineConfig:
       measured too, with Keras).
     parity_steps: steps of the Keras vs ``.tflite`` parity check.
     benchmark_threads, benchmark_runs: host benchmark settings.
+    distillation: the soft-target recipe of variants with ``distill=True``.
   """
 
   preset: Preset
@@ -91,6 +95,7 @@ class PipelineConfig:
   parity_steps: int = 50
   benchmark_threads: int = 1
   benchmark_runs: int = 200
+  distillation: Distillation = Distillation()
 
   def __post_init__(self):
     bad = [q for q in self.quantize if q not in QUANTIZE_MODES]
@@ -119,6 +124,21 @@ def default_variants(preset_name: str) -> tuple[Variant, ...]:
   ]
   return tuple(Variant(method, method, params) for method, params in candidates
                if method in methods.REGISTRY)
+
+
+DISTILL_MODES = ("none", "both", "only")
+
+
+def with_distillation(variants: tuple[Variant, ...], mode: str) -> tuple[Variant, ...]:
+  """``none``: as given; ``only``: every variant distilled; ``both``: each
+  variant with and without distillation (the distilled one named ``NAME_kd``)."""
+  if mode not in DISTILL_MODES:
+    raise UserError(f"--distill={mode!r}; use one of {DISTILL_MODES}")
+  if mode == "none":
+    return variants
+  distilled = tuple(dataclasses.replace(v, name=f"{v.name}_kd" if mode == "both" else v.name,
+                                        distill=True) for v in variants)
+  return variants + distilled if mode == "both" else distilled
 
 
 def load_variants(path: str) -> tuple[Variant, ...]:
@@ -188,6 +208,8 @@ class Pipeline:
 
   def _variant_model_config(self, variant: Variant, baseline_hash: str) -> dict:
     return {"stage": "compress", "variant": variant.to_dict(), "baseline": baseline_hash,
+            "distillation": (dataclasses.asdict(self.config.distillation)
+                             if variant.distill else None),
             "finetune_epochs": self._finetune_epochs(variant),
             "finetune_learning_rate": self.config.finetune_learning_rate}
 
@@ -206,7 +228,8 @@ class Pipeline:
                                           self.config.finetune_learning_rate)
       metrics = compression.compress_and_finetune(
           baseline["model"], variant.method, variant.params, self.corpus, train, folder,
-          strategy=self.strategy, progress=self.progress, log=self.log)
+          strategy=self.strategy, progress=self.progress, log=self.log,
+          distillation=self.config.distillation if variant.distill else None)
       return {"model": os.path.join(folder, MODEL_FILE), "params": metrics["params"],
               "valid_ppl": metrics["valid_ppl"], "test_ppl": metrics["test_ppl"],
               "method_report": metrics.get("method_report", {})}
@@ -280,7 +303,7 @@ class Pipeline:
     family = variant.method or BASELINE
     return {
         "name": variant.name if mode == "none" else f"{variant.name}+{mode}",
-        "variant": variant.name, "method": family, "quantize": mode,
+        "variant": variant.name, "method": family, "quantize": mode, "distill": variant.distill,
         "params": model_result.get("params"),
         "tflite_bytes": export_result["tflite_bytes"],
         "valid_ppl": model_result.get("valid_ppl"), "test_ppl": model_result.get("test_ppl"),

@@ -41,6 +41,29 @@ VOCAB_FILE = "vocab.txt"
 CHECKPOINT_DIR = "checkpoints"
 
 
+@dataclasses.dataclass(frozen=True)
+class Distillation:
+  """Knowledge distillation from a teacher's soft targets (Hinton et al. 2015).
+
+  The per-token objective is ``(1 - alpha) * CE(targets) + alpha * T^2 *
+  KL(softmax(teacher / T) || softmax(student / T))``; the teacher streams the
+  same rows with its own carried state.
+
+  Attributes:
+    alpha: weight of the soft-target term, in [0, 1].
+    temperature: softening temperature ``T`` (> 0).
+  """
+
+  alpha: float = 0.5
+  temperature: float = 2.0
+
+  def __post_init__(self):
+    if not 0.0 <= self.alpha <= 1.0:
+      raise UserError(f"--distill_alpha={self.alpha}; must be in [0, 1]")
+    if self.temperature <= 0:
+      raise UserError(f"--distill_temperature={self.temperature}; must be > 0")
+
+
 class TrainingDivergedError(UserError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -96,20 +119,28 @@ class Trainer:
     callbacks_fn: optional ``model -> [keras.callbacks.Callback]``; the loop
       calls their ``on_train_begin``, ``on_train_batch_begin`` and
       ``on_epoch_end`` (e.g. TFMOT's ``UpdatePruningStep``).
+    teacher_fn: optional; builds the (frozen) teacher for ``distillation``.
+    distillation: how to mix the teacher's soft targets into the loss.
   """
 
   def __init__(self, model_fn: Callable[[], keras.Model], train: TrainConfig,
                strategy: tf.distribute.Strategy | None = None,
                extra_loss_fn: Callable[[keras.Model], tf.Tensor] | None = None,
-               callbacks_fn: Callable[[keras.Model], list] | None = None):
+               callbacks_fn: Callable[[keras.Model], list] | None = None,
+               teacher_fn: Callable[[], keras.Model] | None = None,
+               distillation: Distillation | None = None):
     self.train_config = train
     self.strategy = strategy or tf.distribute.get_strategy()
     self.num_replicas = self.strategy.num_replicas_in_sync
     replica_rows(train.batch_size, self.num_replicas, 0)  # Divisibility check.
     self.per_replica_batch = train.batch_size // self.num_replicas
     self.extra_loss_fn = extra_loss_fn
+    self.distillation = distillation or Distillation()
     with self.strategy.scope():
       self.model = model_fn()
+      self.teacher = teacher_fn() if teacher_fn else None
+      if self.teacher is not None:
+        self.teacher.trainable = False
       self.optimizer = _make_optimizer(train)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
@@ -122,10 +153,24 @@ class Trainer:
   # ----- one replica -----
   def _replica_train_step(self, tokens, targets, states):
     model, train = self.model, self.train_config
+    states = list(states)
+    own = len(model.inputs) - 1
     with tf.GradientTape() as tape:
-      nll, new_states = sequence_nll(model, tokens, targets, states, training=True)
+      outputs = model([tokens] + states[:own], training=True)
+      logits, new_states = outputs[0], list(outputs[1:])
+      token_nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+      nll = tf.reduce_sum(token_nll)
+      objective = nll
+      if self.teacher is not None:
+        teacher_outputs = self.teacher([tokens] + states[own:], training=False)
+        new_states += list(teacher_outputs[1:])
+        temperature, alpha = self.distillation.temperature, self.distillation.alpha
+        soft = tf.nn.softmax(tf.stop_gradient(teacher_outputs[0]) / temperature)
+        kl = tf.reduce_sum(soft * (tf.math.log(soft + 1e-20) -
+                                   tf.nn.log_softmax(logits / temperature)))
+        objective = (1 - alpha) * nll + alpha * temperature**2 * kl
       # Zaremba's cost: sum over time of the mean over the *global* batch.
-      loss = nll / train.batch_size
+      loss = objective / train.batch_size
       if self.extra_loss_fn is not None:
         loss += self.extra_loss_fn(model) / self.num_replicas
     variables = model.trainable_variables
@@ -147,8 +192,10 @@ class Trainer:
     return step
 
   def zero_states(self, per_replica_batch: int):
-    fn = _zero_state_fn(self.model, per_replica_batch)
-    return self.strategy.experimental_distribute_values_from_function(lambda _: fn())
+    """Carried state of every replica: the model's, then the teacher's if any."""
+    fns = [_zero_state_fn(m, per_replica_batch) for m in (self.model, self.teacher) if m]
+    return self.strategy.experimental_distribute_values_from_function(
+        lambda _: [s for fn in fns for s in fn()])
 
   def train_epoch(self, ids: np.ndarray, progress: bool = True) -> dict:
     """One pass over ``ids``; returns ``{'ppl', 'words_per_sec', 'tokens'}``."""
@@ -299,7 +346,9 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
                  extra_loss_fn: Callable[[keras.Model], tf.Tensor] | None = None,
                  callbacks_fn: Callable[[keras.Model], list] | None = None,
                  finalize_fn: Callable[[keras.Model], keras.Model] | None = None,
-                 report_fn: Callable[[keras.Model], dict] | None = None) -> dict:
+                 report_fn: Callable[[keras.Model], dict] | None = None,
+                 teacher_fn: Callable[[], keras.Model] | None = None,
+                 distillation: Distillation | None = None) -> dict:
   """Trains (or resumes) the model ``model_fn`` builds and writes a run dir.
 
   The shared loop of training from scratch and of fine-tuning a compressed
@@ -309,7 +358,7 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
     run_config: what made this run (written to ``config.json`` with the
       training config and the corpus description; a rerun with a different
       one into the same dir is refused).
-    extra_loss_fn, callbacks_fn: see :class:`Trainer`.
+    extra_loss_fn, callbacks_fn, teacher_fn, distillation: see :class:`Trainer`.
     finalize_fn: applied to the trained model before it is evaluated and
       saved (e.g. stripping pruning wrappers).
     report_fn: ``model -> dict`` of method-specific facts for ``metrics.json``
@@ -328,7 +377,7 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
   # Batch/replica checks happen in Trainer before anything is written.
   keras.utils.set_random_seed(train_config.seed)
   trainer = Trainer(model_fn, train_config, strategy, extra_loss_fn=extra_loss_fn,
-                    callbacks_fn=callbacks_fn)
+                    callbacks_fn=callbacks_fn, teacher_fn=teacher_fn, distillation=distillation)
   io_utils.makedirs(write_dir)
   if chief:
     io_utils.atomic_write_text(os.path.join(output_dir, CONFIG_FILE), config_text + "\n")
