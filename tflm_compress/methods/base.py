@@ -99,6 +99,32 @@ def replace_layers(model: keras.Model,
   return clone
 
 
+def replace_planned_layers(
+    model: keras.Model,
+    plans: dict[str, tuple[keras.layers.Layer, dict[str, np.ndarray]]]) -> keras.Model:
+  """:func:`replace_layers` for the common case: a new layer per name, with values.
+
+  Args:
+    plans: layer name -> (new layer, {weight short name: initial value}). A
+      weight without a value keeps its initializer; a value naming no weight
+      of the new layer is an error (a typo would otherwise be silent).
+  """
+
+  def make_layer(layer):
+    return plans[layer.name][0] if layer.name in plans else None
+
+  def init_layer(new, old):
+    values = dict(plans[old.name][1])
+    for weight in new.weights:
+      short = weight.name.split("/")[-1].split(":")[0]
+      if short in values:
+        weight.assign(values.pop(short))
+    if values:
+      raise ValueError(f"{new.name}: no weights named {sorted(values)}")
+
+  return replace_layers(model, make_layer, init_layer)
+
+
 def check_rank(flag: str, rank: int, shape: tuple[int, int], layer_name: str) -> None:
   """A clear error for a rank that cannot be used on a ``shape`` matrix."""
   max_rank = min(shape)

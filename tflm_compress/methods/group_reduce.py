@@ -51,7 +51,7 @@ import tf_keras as keras
 from tflm_compress.errors import UserError
 from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.group_reduce import GroupReduceEmbedding, GroupReduceSoftmax
-from tflm_compress.methods.base import CompressionContext, layer_kind, replace_layers
+from tflm_compress.methods.base import CompressionContext, layer_kind, replace_planned_layers
 
 NAME = "group_reduce"
 TARGETS = ("embedding", "softmax")
@@ -421,15 +421,7 @@ def compress(model: keras.Model, config: Config,
     raise UserError(f"group_reduce found no dense {' or '.join(targets)} layer to compress "
                     "(tied embeddings and already-compressed layers are left alone)")
 
-  def make_layer(layer):
-    return plans[layer.name][0] if layer.name in plans else None
-
-  def init_layer(new, old):
-    values = plans[old.name][1]
-    for weight in new.weights:
-      weight.assign(values[weight.name.split("/")[-1].split(":")[0]])
-
-  return replace_layers(model, make_layer, init_layer)
+  return replace_planned_layers(model, plans)
 
 
 def report(model: keras.Model) -> dict:

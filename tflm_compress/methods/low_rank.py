@@ -17,7 +17,8 @@ from tflm_compress.errors import UserError
 from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.lstm import LSTM
 from tflm_compress.layers.low_rank import LowRankDense, LowRankEmbedding, LowRankLSTM
-from tflm_compress.methods.base import CompressionContext, check_rank, layer_kind, replace_layers
+from tflm_compress.methods.base import (CompressionContext, check_rank, layer_kind,
+                                        replace_planned_layers)
 
 NAME = "low_rank"
 
@@ -131,16 +132,7 @@ def compress(model: keras.Model, config: Config,
     raise UserError("low_rank found no dense embedding, LSTM or softmax layer to factorize "
                     "(tied embeddings and already-compressed layers are left alone)")
 
-  def make_layer(layer):
-    return plans[layer.name][0] if layer.name in plans else None
-
-  def init_layer(new, old):
-    values = plans[old.name][1]
-    for weight in new.weights:
-      short = weight.name.split("/")[-1].split(":")[0]
-      weight.assign(values[short])
-
-  return replace_layers(model, make_layer, init_layer)
+  return replace_planned_layers(model, plans)
 
 
 def report(model: keras.Model) -> dict:

@@ -30,7 +30,7 @@ import tf_keras as keras
 from tflm_compress.errors import UserError
 from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.slim_embedding import SlimEmbedding, SlimSoftmax, random_assignment
-from tflm_compress.methods.base import CompressionContext, layer_kind, replace_layers
+from tflm_compress.methods.base import CompressionContext, layer_kind, replace_planned_layers
 
 NAME = "slim_embedding"
 TARGETS = ("embedding", "softmax")
@@ -175,17 +175,7 @@ def compress(model: keras.Model, config: Config,
     raise UserError(f"slim_embedding found no dense {' or '.join(targets)} layer to compress "
                     "(tied embeddings and already-compressed layers are left alone)")
 
-  def make_layer(layer):
-    return plans[layer.name][0] if layer.name in plans else None
-
-  def init_layer(new, old):
-    values = plans[old.name][1]
-    for weight in new.weights:
-      short = weight.name.split("/")[-1].split(":")[0]
-      if short in values:
-        weight.assign(values[short])
-
-  return replace_layers(model, make_layer, init_layer)
+  return replace_planned_layers(model, plans)
 
 
 def report(model: keras.Model) -> dict:

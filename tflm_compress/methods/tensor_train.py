@@ -28,7 +28,7 @@ from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.lstm import LSTM
 from tflm_compress.layers.tensor_train import (TTDense, TTEmbedding, TTLSTM, tt_core_shapes,
                                                tt_param_count, tt_ranks)
-from tflm_compress.methods.base import CompressionContext, layer_kind, replace_layers
+from tflm_compress.methods.base import CompressionContext, layer_kind, replace_planned_layers
 
 NAME = "tt"
 
@@ -318,16 +318,7 @@ def compress(model: keras.Model, config: Config,
     raise UserError("tt found no dense embedding, LSTM or softmax layer to decompose "
                     "(tied embeddings and already-compressed layers are left alone)")
 
-  def make_layer(layer):
-    return plans[layer.name][0] if layer.name in plans else None
-
-  def init_layer(new, old):
-    values = plans[old.name][1]
-    for weight in new.weights:
-      short = weight.name.split("/")[-1].split(":")[0]
-      weight.assign(values[short])
-
-  return replace_layers(model, make_layer, init_layer)
+  return replace_planned_layers(model, plans)
 
 
 def _matrix_report(tt_shape, tt_rank: int, dims: tuple[int, int]) -> dict:
