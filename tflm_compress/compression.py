@@ -60,7 +60,10 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
   """
   strategy = strategy or tf.distribute.get_strategy()
   plan = [(m, method_config(m, method_values)) for m in methods.parse_spec(spec)]
-  context = CompressionContext(vocab=corpus.vocab, seed=train_config.seed)
+  steps_per_epoch = ((len(corpus.split("train")) // train_config.batch_size - 1) //
+                     train_config.num_steps)
+  context = CompressionContext(vocab=corpus.vocab, seed=train_config.seed,
+                               finetune_steps=train_config.epochs * steps_per_epoch or None)
   base = load_model(base_model_path)  # Validates the path before any work.
   base_params = count_params(base)
   # Validate the configs against the model's dims before anything is written.

@@ -37,10 +37,13 @@ class CompressionContext:
     vocab: the model's vocabulary (ids frequency-sorted; ``vocab.counts`` are
       the training counts when known).
     seed: for methods with random choices.
+    finetune_steps: optimizer steps the fine-tuning will run (None: unknown),
+      e.g. for a pruning schedule that must finish within them.
   """
 
   vocab: Vocabulary | None = None
   seed: int = 0
+  finetune_steps: int | None = None
 
   def word_counts(self, vocab_size: int) -> np.ndarray:
     """Training counts per id, or a Zipf stand-in (ids are frequency-sorted)."""
