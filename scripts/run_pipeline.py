@@ -26,7 +26,7 @@ flags.DEFINE_string("data_dir", "", "Corpus folder (ptb.{train,valid,test}.txt);
 flags.DEFINE_enum("config", "tiny", sorted(PRESETS), "Preset of the baseline.")
 flags.DEFINE_string("output_dir", None, "Output dir (default: runs/pipeline_CONFIG).")
 flags.DEFINE_string("variants", "", "JSON file listing variants (default: one per method family).")
-flags.DEFINE_list("quantize", ["none", "dynamic", "float16", "int8"],
+flags.DEFINE_list("quantize", ["none", "dynamic", "int8"],
                   f"PTQ modes to export each variant in: {QUANTIZE_MODES}.")
 flags.DEFINE_integer("epochs", None, "Override the baseline's epochs.", lower_bound=0)
 flags.DEFINE_integer("finetune_epochs", 2, "Fine-tuning epochs per variant.", lower_bound=0)
