@@ -41,6 +41,9 @@ flags.DEFINE_float("distill_alpha", 0.5, "Weight of the soft-target loss.")
 flags.DEFINE_float("distill_temperature", 2.0, "Distillation temperature.")
 flags.DEFINE_list("only", None, "Run only these variants (e.g. one per machine).")
 flags.DEFINE_bool("report_only", False, "Only merge finished variants into the report.")
+flags.DEFINE_bool("rebenchmark", False,
+                  "Re-time every finished export side by side in this process (e.g. on a quiet "
+                  "machine after a fan-out), then report.")
 flags.DEFINE_integer("max_bytes", None, "Budget: largest .tflite in bytes.", lower_bound=1)
 flags.DEFINE_float("max_latency_ms", None, "Budget: slowest p50 ms per token on this host.")
 flags.DEFINE_integer("threads", 1, "Benchmark threads.", lower_bound=1)
@@ -80,7 +83,9 @@ def main(argv):
   runner = pipeline.Pipeline(config, corpus, output_dir, strategy=strategy, only=FLAGS.only,
                              progress=FLAGS.progress)
   io_utils.makedirs(output_dir)
-  if not FLAGS.report_only:
+  if FLAGS.rebenchmark:
+    runner.rebenchmark()
+  elif not FLAGS.report_only:
     runner.run()
   rows = runner.collect_rows()
   published = report.published_rows(corpus.source, FLAGS.config)

@@ -265,19 +265,43 @@ class Pipeline:
               "threads": self.config.benchmark_threads, "runs": self.config.benchmark_runs}
 
     def fn(folder):
-      from tflm_compress.benchmark import host, report as bench_report  # pylint: disable=g-import-not-at-top
-
-      settings = host.BenchmarkSettings(num_threads=self.config.benchmark_threads,
-                                        num_runs=self.config.benchmark_runs)
-      result = bench_report.host_report(export_result["tflite"], settings, floor=True,
-                                        litert_benchmark=False)
-      io_utils.atomic_write_json(os.path.join(folder, "benchmark.json"), result)
-      latency = result["results"]["host-litert"]["latency_ms"]
-      floor = result.get("floor") or {}
-      return {"latency_ms_p50": latency["p50"], "latency_ms_p95": latency["p95"],
-              "latency_floor_ratio": floor.get("ratio")}
+      return self._benchmark(export_result["tflite"], folder)
 
     return runner.run(folder, f"{variant.name}+{mode}: benchmark", config, fn)
+
+  def _benchmark(self, tflite_path: str, folder: str) -> dict:
+    """Host benchmark + floor of one ``.tflite``; writes ``folder/benchmark.json``."""
+    from tflm_compress.benchmark import host, report as bench_report  # pylint: disable=g-import-not-at-top
+
+    settings = host.BenchmarkSettings(num_threads=self.config.benchmark_threads,
+                                      num_runs=self.config.benchmark_runs)
+    result = bench_report.host_report(tflite_path, settings, floor=True, litert_benchmark=False)
+    io_utils.atomic_write_json(os.path.join(folder, "benchmark.json"), result)
+    latency = result["results"]["host-litert"]["latency_ms"]
+    floor = result.get("floor") or {}
+    return {"latency_ms_p50": latency["p50"], "latency_ms_p95": latency["p95"],
+            "latency_floor_ratio": floor.get("ratio")}
+
+  def rebenchmark(self) -> int:
+    """Re-times every finished export, one after another in this process.
+
+    Latencies measured at different times on a shared machine do not compare;
+    this re-measures all of them side by side (e.g. on a quiet machine, after
+    the fan-out), replacing each benchmark stage's result. Returns the count.
+    """
+    count = 0
+    for variant in self._all_variants():
+      for mode in self.config.quantize:
+        export_result = stages.read_done(os.path.join(self._variant_dir(variant.name), mode))
+        if export_result is None:
+          continue
+        folder = os.path.join(self._variant_dir(variant.name), mode, "bench")
+        io_utils.makedirs(folder)
+        result = self._benchmark(export_result["tflite"], folder)
+        stages.replace_result(folder, result)
+        self.log(f"{variant.name}+{mode}: re-benchmarked, p50 {result['latency_ms_p50']} ms")
+        count += 1
+    return count
 
   # ----- driver -----
   def run(self) -> list[dict]:

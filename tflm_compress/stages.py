@@ -150,3 +150,10 @@ def require_done(folder: str, what: str) -> dict:
   if result is None:
     raise UserError(f"{what} has not finished ({folder} has no {DONE_FILE})")
   return result
+
+
+def replace_result(folder: str, result: dict) -> None:
+  """Replaces a finished stage's result, keeping its hash (a re-measurement)."""
+  done = _read(os.path.join(folder, DONE_FILE)) or {}
+  io_utils.atomic_write_json(os.path.join(folder, DONE_FILE),
+                             {**done, "hash": done.get("hash"), "result": result})

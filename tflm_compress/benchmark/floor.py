@@ -189,6 +189,8 @@ def _macs(name: str, op, tensors, inputs: list[int]) -> int:
   lhs, rhs = tensors[inputs[0]], tensors[inputs[1]]
   out = tensors[op.outputs[0]]
   if name == "FULLY_CONNECTED":
+    if len(_shape(rhs)) < 2:  # Weights computed at run time with no static shape (QAT).
+      return _numel(out) * (_shape(lhs)[-1] if _shape(lhs) else 0)
     units, depth = _shape(rhs)[0], _shape(rhs)[-1]
     rows = _numel(lhs) // max(depth, 1)
     return rows * units * depth
