@@ -128,6 +128,23 @@ def replace_planned_layers(
   return replace_layers(model, make_layer, init_layer)
 
 
+def word_vector_tables(model: keras.Model, targets):
+  """The dense embedding and softmax layers among ``targets``, with their word vectors.
+
+  Yields ``(layer, kind, rows)``: ``rows`` is ``[V, D]``, one vector per word:
+  the embedding table, or the softmax kernel transposed. Tied embeddings and
+  layers other methods already replaced are skipped.
+  """
+  for layer in model.layers:
+    kind = layer_kind(layer)
+    if kind not in targets:
+      continue
+    if kind == "embedding" and type(layer) is keras.layers.Embedding:
+      yield layer, kind, layer.embeddings.numpy()
+    elif kind == "softmax" and type(layer) is keras.layers.Dense and layer.use_bias:
+      yield layer, kind, layer.kernel.numpy().T
+
+
 def check_rank(flag: str, rank: int, shape: tuple[int, int], layer_name: str) -> None:
   """A clear error for a rank that cannot be used on a ``shape`` matrix."""
   max_rank = min(shape)

@@ -51,7 +51,8 @@ import tf_keras as keras
 from tflm_compress.errors import UserError
 from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.group_reduce import GroupReduceEmbedding, GroupReduceSoftmax
-from tflm_compress.methods.base import CompressionContext, layer_kind, replace_planned_layers
+from tflm_compress.methods.base import (CompressionContext, replace_planned_layers,
+                                        word_vector_tables)
 
 NAME = "group_reduce"
 TARGETS = ("embedding", "softmax")
@@ -390,30 +391,20 @@ def compress(model: keras.Model, config: Config,
   context = context or CompressionContext()
   targets = config.targets()
   plans = {}  # layer name -> (new layer, {weight name: value})
-  for layer in model.layers:
-    kind = layer_kind(layer)
-    if kind not in targets:
-      continue
-    if kind == "embedding" and type(layer) is keras.layers.Embedding:
-      table = layer.embeddings.numpy()
-      counts = context.word_counts(table.shape[0])
-      ranks = plan_ranks(config, counts, table.shape, layer.name)
-      factors = group_reduce(table, counts, config.gr_num_blocks, ranks, config.gr_refine_rounds)
+  for layer, kind, rows in word_vector_tables(model, targets):
+    counts = context.word_counts(rows.shape[0])
+    ranks = plan_ranks(config, counts, rows.shape, layer.name)
+    factors = group_reduce(rows, counts, config.gr_num_blocks, ranks, config.gr_refine_rounds)
+    if kind == "embedding":
       new = GroupReduceEmbedding(layer.input_dim, layer.output_dim, factors.block_sizes,
                                  factors.ranks, name=layer.name)
       values = {f"block{b}_u": u for b, u in enumerate(factors.u)}
       values.update({f"block{b}_v": v for b, v in enumerate(factors.v)})
-    elif kind == "softmax" and type(layer) is keras.layers.Dense and layer.use_bias:
-      rows = layer.kernel.numpy().T  # [V, H]: one output vector per word
-      counts = context.word_counts(rows.shape[0])
-      ranks = plan_ranks(config, counts, rows.shape, layer.name)
-      factors = group_reduce(rows, counts, config.gr_num_blocks, ranks, config.gr_refine_rounds)
+    else:
       new = GroupReduceSoftmax(layer.units, factors.block_sizes, factors.ranks, name=layer.name)
       values = {f"block{b}_basis": v.T for b, v in enumerate(factors.v)}
       values.update({f"block{b}_words": u.T for b, u in enumerate(factors.u)})
       values["bias"] = layer.bias.numpy()
-    else:
-      continue
     values["word_block"] = factors.word_block
     values["word_position"] = factors.word_position
     plans[layer.name] = (new, values)

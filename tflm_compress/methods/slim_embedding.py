@@ -30,7 +30,8 @@ import tf_keras as keras
 from tflm_compress.errors import UserError
 from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.slim_embedding import SlimEmbedding, SlimSoftmax, random_assignment
-from tflm_compress.methods.base import CompressionContext, layer_kind, replace_planned_layers
+from tflm_compress.methods.base import (CompressionContext, replace_planned_layers,
+                                        word_vector_tables)
 
 NAME = "slim_embedding"
 TARGETS = ("embedding", "softmax")
@@ -147,25 +148,18 @@ def compress(model: keras.Model, config: Config,
   context = context or CompressionContext()
   targets = config.targets()
   plans = {}  # layer name -> (new layer, {weight name: value})
-  for layer in model.layers:
-    kind = layer_kind(layer)
-    if kind not in targets:
-      continue
-    if kind == "embedding" and type(layer) is keras.layers.Embedding:
-      rows = layer.embeddings.numpy()
+  for layer, kind, rows in word_vector_tables(model, targets):
+    if kind == "embedding":
       check_config(config, rows.shape, layer.name, "embedding size")
       seed = config.slim_seed
       new = SlimEmbedding(layer.input_dim, layer.output_dim, config.slim_k, config.slim_m,
                           seed=seed, name=layer.name)
       values = {}
-    elif kind == "softmax" and type(layer) is keras.layers.Dense and layer.use_bias:
-      rows = layer.kernel.numpy().T  # [V, H]: one output vector per word
+    else:
       check_config(config, rows.shape, layer.name, "input (hidden) size")
       seed = config.slim_seed + 1
       new = SlimSoftmax(layer.units, config.slim_k, config.slim_m, seed=seed, name=layer.name)
       values = {"bias": layer.bias.numpy()} if config.slim_init == "average" else {}
-    else:
-      continue
     if config.slim_init == "average":
       assignment = random_assignment(rows.shape[0], config.slim_k, config.slim_m, seed)
       counts = context.word_counts(rows.shape[0])
