@@ -89,7 +89,7 @@ def main(argv):
     runner.run()
   rows = runner.collect_rows()
   published = report.published_rows(corpus.source, FLAGS.config)
-  pipeline.write_report(rows, output_dir, config.eval_split, published)
+  report.write(rows, output_dir, config.eval_split, published)
   print(f"report: {output_dir}/results.md ({len(rows)} rows)")
   if FLAGS.max_bytes or FLAGS.max_latency_ms:
     best = pipeline.export_best(rows, output_dir, FLAGS.max_bytes, FLAGS.max_latency_ms,

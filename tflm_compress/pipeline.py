@@ -358,12 +358,6 @@ class Pipeline:
     return rows
 
 
-def write_report(rows: list[dict], output_dir: str, eval_split: str = "test",
-                 published: list[dict] | None = None) -> dict:
-  """Writes results.json, results.md and pareto.png; returns the report."""
-  return report.write(rows, output_dir, eval_split, published or [])
-
-
 def export_best(rows: list[dict], output_dir: str, max_bytes: int | None,
                 max_latency_ms: float | None, eval_split: str = "test") -> dict:
   """Copies the bundle of the lowest-perplexity row within budget to ``output_dir/best``."""

@@ -25,7 +25,6 @@ from typing import Callable
 import tensorflow as tf
 
 from tflm_compress import io_utils
-from tflm_compress.errors import UserError
 
 DONE_FILE = "DONE.json"
 STAGE_FILE = "STAGE.json"
@@ -143,13 +142,6 @@ def read_done(folder: str) -> dict | None:
   """The result of a finished stage, or None."""
   done = _read(os.path.join(folder, DONE_FILE))
   return None if done is None else done["result"]
-
-
-def require_done(folder: str, what: str) -> dict:
-  result = read_done(folder)
-  if result is None:
-    raise UserError(f"{what} has not finished ({folder} has no {DONE_FILE})")
-  return result
 
 
 def replace_result(folder: str, result: dict) -> None:

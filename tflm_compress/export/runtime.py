@@ -1,7 +1,6 @@
 """Running an exported step model with the LiteRT interpreter."""
 
 import math
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -109,7 +108,3 @@ class TFLiteStepModel:
               f"{math.exp(total / (t + 1)):.2f}", flush=True)
     count = len(token_ids) - 1
     return {"ppl": math.exp(total / count), "nll": total / count, "tokens": count}
-
-
-def is_tflite_path(path: str) -> bool:
-  return os.path.splitext(path)[1].lower() == ".tflite"

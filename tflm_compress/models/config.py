@@ -8,7 +8,6 @@ per epoch after ``decay_start_epoch`` epochs, gradient global-norm clip.
 """
 
 import dataclasses
-import json
 
 from tflm_compress.errors import UserError
 
@@ -156,8 +155,3 @@ def get_preset(name: str) -> Preset:
   if name not in PRESETS:
     raise UserError(f"unknown --config={name!r}; use one of {sorted(PRESETS)}")
   return PRESETS[name]
-
-
-def config_json(model: ModelConfig, train: TrainConfig, **extra) -> str:
-  return json.dumps({"model": model.to_dict(), "train": train.to_dict(), **extra},
-                    indent=2, sort_keys=True)
