@@ -23,6 +23,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "", "Run dir of the model to compress (model.keras, vocab.txt).")
 flags.DEFINE_string("model", "", "A model.keras file (instead of --model_dir).")
 flags.DEFINE_string("vocab", "", "vocab.txt (default: beside the model).")
+flags.DEFINE_string("custom_objects", "", "A Python file defining the custom layers of --model "
+                    "(e.g. a tied softmax layer), imported before loading it.")
 flags.DEFINE_string("data_dir", "", "Fine-tuning corpus (default: the run's corpus).")
 flags.DEFINE_string("method", None, f"Method(s), joined by '+': {sorted(methods.REGISTRY)}.")
 flags.DEFINE_string("output_dir", None, "Run dir to write (or resume).")
@@ -59,7 +61,7 @@ def main(argv):
   cli.reject_extra_args(argv)
   strategy = distribute.make_strategy(FLAGS.strategy)
   methods.parse_spec(FLAGS.method)  # Unknown names fail before loading anything.
-  source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab)
+  source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab, FLAGS.custom_objects)
   if source.is_tflite:
     raise tflm_compress.UserError("--model must be a Keras model (model.keras), not a .tflite")
   base_train = TrainConfig(**source.run_config["train"]) if source.run_config else TrainConfig()

@@ -19,6 +19,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "", "Run dir holding model.keras and vocab.txt.")
 flags.DEFINE_string("model", "", "A model.keras file (instead of --model_dir).")
 flags.DEFINE_string("vocab", "", "vocab.txt (default: beside the model).")
+flags.DEFINE_string("custom_objects", "", "A Python file defining the custom layers of --model "
+                    "(e.g. a tied softmax layer), imported before loading it.")
 flags.DEFINE_enum("quantize", "none", export.QUANTIZE_MODES, "Post-training quantization.")
 flags.DEFINE_string("output", "", "Output .tflite (default: MODEL_DIR/tflite_QUANTIZE/model.tflite).")
 flags.DEFINE_string("data_dir", "", "Calibration corpus for int8 (default: the run's corpus).")
@@ -30,7 +32,7 @@ flags.DEFINE_integer("parity_steps", 50, "Steps of the Keras vs .tflite parity c
 
 def main(argv):
   cli.reject_extra_args(argv)
-  source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab)
+  source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab, FLAGS.custom_objects)
   if source.is_tflite:
     raise tflm_compress.UserError(f"--model={source.model_path!r} is already a .tflite")
   output = FLAGS.output or os.path.join(os.path.dirname(source.model_path),

@@ -22,6 +22,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "", "Run dir holding model.keras and vocab.txt.")
 flags.DEFINE_string("model", "", "A model.keras or .tflite file (instead of --model_dir).")
 flags.DEFINE_string("vocab", "", "vocab.txt (default: beside the model).")
+flags.DEFINE_string("custom_objects", "", "A Python file defining the custom layers of --model "
+                    "(e.g. a tied softmax layer), imported before loading it.")
 flags.DEFINE_string("data_dir", "", "Corpus folder (default: the run's corpus, else generated).")
 flags.DEFINE_enum("split", "test", SPLITS, "Split to score.")
 flags.DEFINE_integer("batch_size", 1, "Rows (Keras only; 1 = one stream).", lower_bound=1)
@@ -32,7 +34,7 @@ flags.DEFINE_string("output_json", "", "Also write the result here.")
 
 def main(argv):
   cli.reject_extra_args(argv)
-  source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab)
+  source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab, FLAGS.custom_objects)
   vocab = source.vocab()
   if source.is_tflite:
     model = export.TFLiteStepModel(source.model_path, num_threads=FLAGS.threads)

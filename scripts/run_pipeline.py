@@ -34,6 +34,8 @@ flags.DEFINE_float("finetune_learning_rate", None, "Fine-tuning learning rate (d
 flags.DEFINE_string("model", "", "Use this Keras model as the baseline instead of training one: "
                     "a package run's model.keras or your own LSTM LM (.keras, .h5, SavedModel).")
 flags.DEFINE_string("vocab", "", "vocab.txt of --model (default: beside it).")
+flags.DEFINE_string("custom_objects", "", "A Python file defining the custom layers of --model "
+                    "(e.g. a tied softmax layer), imported before loading it.")
 flags.DEFINE_enum("distill", "none", pipeline.DISTILL_MODES,
                   "Knowledge distillation from the baseline: none, only, or both (each variant "
                   "with and without, the distilled one named NAME_kd).")
@@ -78,7 +80,8 @@ def main(argv):
                                     valid_tokens=tenth, test_tokens=tenth)
   vocab = None
   if FLAGS.model:
-    vocab = artifacts.resolve(model=FLAGS.model, vocab=FLAGS.vocab).vocab()
+    vocab = artifacts.resolve(model=FLAGS.model, vocab=FLAGS.vocab,
+                               custom_objects=FLAGS.custom_objects).vocab()
   corpus = load_corpus(FLAGS.data_dir, vocab=vocab, generated=generated)
   runner = pipeline.Pipeline(config, corpus, output_dir, strategy=strategy, only=FLAGS.only,
                              progress=FLAGS.progress)

@@ -152,6 +152,21 @@ def test_ranks_are_proportional_to_block_frequency():
   assert ranks == [16, 8, 4, 2]
 
 
+def test_rank_power_moves_rank_from_frequent_to_rare_blocks():
+  vocab_size, dim, num_blocks = 1000, 64, 4
+  counts = np.floor(1e5 / np.arange(1, vocab_size + 1))  # Zipf: block 0 holds most tokens.
+  sizes = np.bincount(gr.equal_size_blocks(vocab_size, num_blocks))
+  by_power = {p: gr.plan_ranks(gr.Config(gr_num_blocks=num_blocks, gr_budget=0.2,
+                                         gr_rank_power=p), counts, (vocab_size, dim), "e")
+              for p in (1.0, 0.5, 0.0)}
+  for ranks in by_power.values():
+    assert gr.block_params(sizes, ranks, dim) <= 0.2 * vocab_size * dim
+  # Power 0: equal ranks (up to the leftover +1s); 1 gives block 0 the most; 0.5 in between.
+  assert max(by_power[0.0]) - min(by_power[0.0]) <= 1, by_power
+  assert by_power[1.0][0] > by_power[0.5][0] > by_power[0.0][0], by_power
+  assert by_power[1.0][-1] < by_power[0.5][-1] < by_power[0.0][-1], by_power
+
+
 def _interleaved_subspaces(seed, vocab_size=60, dim=8, num_blocks=3, rank=2):
   """Rows from ``num_blocks`` random rank-``rank`` subspaces, word w in subspace w % 3.
 
@@ -255,6 +270,7 @@ def test_composes_with_low_rank_lstm_and_ptq(dense_model):
     ({"gr_ranks": "4,2", "gr_num_blocks": 3}, "gives 2 ranks but --gr_num_blocks=3"),
     ({"gr_ranks": "4,0"}, "every rank must be >= 1"),
     ({"gr_refine_rounds": -1}, "--gr_refine_rounds=-1"),
+    ({"gr_rank_power": 3}, r"--gr_rank_power=3; use 0..2"),
     ({"gr_targets": "embedding,lstm"}, "use a comma-separated subset of embedding, softmax"),
 ])
 def test_bad_configs(kwargs, message):

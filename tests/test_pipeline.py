@@ -1,4 +1,5 @@
 import json
+import re
 import os
 import subprocess
 import sys
@@ -185,3 +186,23 @@ def test_distillation_variants():
   assert [(v.name, v.distill) for v in pipeline.with_distillation(base, "only")] == [("lr", True)]
   with pytest.raises(UserError, match="--distill='some'"):
     pipeline.with_distillation(base, "some")
+
+
+@pytest.mark.parametrize("variant, message", [
+    ({"name": "p", "method": "prune", "params": {"sparsty": 0.9}},
+     r"variant 'p': parameters \['sparsty'\] are not options of 'prune'; its options: .*'sparsity'"),
+    ({"name": "lr", "method": "low_rank", "params": {"rank": 10_000}},
+     r"variant 'lr': .*rank"),
+    ({"name": "s", "method": "slim_embedding", "params": {"slim_k": 7, "slim_m": 50}},
+     r"variant 's': .*slim_k=7"),
+    ({"name": "b", "method": "", "params": {"rank": 4}}, r"variant 'b' has params but no method"),
+])
+def test_bad_variants_fail_before_any_work(tmp_path, variant, message):
+  variants = tmp_path / "variants.json"
+  variants.write_text(json.dumps([variant]))
+  proc = _pipeline(tmp_path / "out", f"--variants={variants}")
+  _, err = proc.communicate(timeout=120)
+  errors = [l for l in err.splitlines() if l.startswith("error:")]
+  assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
+  assert re.search(message, errors[0]), errors[0]
+  assert not os.path.exists(tmp_path / "out" / "baseline" / "model.keras")

@@ -196,3 +196,54 @@ def test_distillation_from_itself_with_alpha_one_keeps_the_teacher(tiny_run, sma
   assert results[0.0][0] > 1e-3, results
   # The teacher is frozen and its state is carried separately from the student's.
   assert trainer.teacher.trainable is False
+
+
+def _no_space(*_args, **_kwargs):
+  raise OSError(28, "No space left on device")
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_last_good_one(small_corpus, tmp_path, monkeypatch):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from tflm_compress.errors import UserError  # pylint: disable=g-import-not-at-top
+  from tflm_compress.models import get_preset  # pylint: disable=g-import-not-at-top
+  from tflm_compress.training import train_language_model  # pylint: disable=g-import-not-at-top
+
+  preset = get_preset("tiny")
+  train = dataclasses.replace(preset.train, epochs=2)
+  run_dir = str(tmp_path / "run")
+  real_save = tf.train.CheckpointManager.save
+
+  def save_once_then_full(manager, checkpoint_number=None, **kwargs):
+    if checkpoint_number == 2:
+      _no_space()
+    return real_save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save_once_then_full)
+  with pytest.raises(UserError, match=r"cannot write checkpoint 2 in .*No space left on device; "
+                                      r"the last good checkpoint '.*ckpt-1' is kept"):
+    train_language_model(small_corpus, preset.model, train, run_dir, progress=False,
+                         log=lambda _: None)
+  assert not os.path.exists(os.path.join(run_dir, "model.keras"))
+  monkeypatch.undo()  # Space again: the rerun resumes from epoch 1's checkpoint.
+  lines = []
+  train_language_model(small_corpus, preset.model, train, run_dir, progress=False,
+                       log=lines.append)
+  assert any("resum" in l.lower() for l in lines), lines
+  assert os.path.exists(os.path.join(run_dir, "model.keras"))
+
+
+def test_full_disk_while_writing_an_artifact_leaves_nothing(tmp_path, monkeypatch):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from tflm_compress import io_utils  # pylint: disable=g-import-not-at-top
+  from tflm_compress.errors import UserError  # pylint: disable=g-import-not-at-top
+
+  (tmp_path / "model.tflite").write_bytes(b"old")
+  monkeypatch.setattr(tf.io.gfile.GFile, "write", _no_space)
+  with pytest.raises(UserError, match=r"cannot write '.*model.tflite': No space left on device"):
+    io_utils.atomic_write_bytes(str(tmp_path / "model.tflite"), b"new" * 1000)
+  assert os.listdir(tmp_path) == ["model.tflite"]  # No temp file left behind.
+  assert (tmp_path / "model.tflite").read_bytes() == b"old"  # The old artifact is intact.

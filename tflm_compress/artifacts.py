@@ -9,6 +9,7 @@ from tflm_compress import io_utils
 from tflm_compress.data.corpus import Corpus, corpus_from_description, load_corpus
 from tflm_compress.data.vocab import Vocabulary
 from tflm_compress.errors import UserError
+from tflm_compress.models.adapt import register_custom_objects
 from tflm_compress.training import CONFIG_FILE, MODEL_FILE, VOCAB_FILE
 
 
@@ -40,8 +41,15 @@ class ModelSource:
     return load_corpus("", vocab=vocab)
 
 
-def resolve(model_dir: str = "", model: str = "", vocab: str = "") -> ModelSource:
-  """``--model_dir=RUN`` or ``--model=FILE [--vocab=vocab.txt]``."""
+def resolve(model_dir: str = "", model: str = "", vocab: str = "",
+            custom_objects: str = "") -> ModelSource:
+  """``--model_dir=RUN`` or ``--model=FILE [--vocab=vocab.txt] [--custom_objects=FILE.py]``.
+
+  ``custom_objects`` names a Python file defining a user model's custom layers
+  (e.g. a tied softmax); it is imported so that the model loads.
+  """
+  if custom_objects:
+    register_custom_objects(custom_objects)
   if bool(model_dir) == bool(model):
     raise UserError("pass exactly one of --model_dir=RUN_DIR or --model=FILE")
   if model_dir:

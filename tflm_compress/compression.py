@@ -29,6 +29,21 @@ def method_config(module: types.ModuleType, values: dict):
   return module.Config(**{k: v for k, v in values.items() if k in fields and v is not None})
 
 
+def check_params(spec: str, values: dict) -> list[tuple[types.ModuleType, object]]:
+  """The methods of ``spec`` with their configs, refusing parameters none of them has.
+
+  For a pipeline variant, whose parameters are listed by hand: a misspelt
+  name would otherwise be ignored silently.
+  """
+  modules = methods.parse_spec(spec)
+  fields = {f.name for m in modules for f in dataclasses.fields(m.Config)}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise UserError(f"parameters {unknown} are not options of {spec!r}; its options: "
+                    f"{sorted(fields)}")
+  return [(m, method_config(m, values)) for m in modules]
+
+
 def apply_methods(model: keras.Model, plan: list[tuple[types.ModuleType, object]],
                   context: CompressionContext) -> keras.Model:
   for module, config in plan:

@@ -29,7 +29,8 @@ from tflm_compress.export.meta import META_FILE
 from tflm_compress.export.parity import check_parity
 from tflm_compress.export.runtime import TFLiteStepModel
 from tflm_compress.models.config import Preset
-from tflm_compress.models.lstm_lm import count_params, load_model
+from tflm_compress.methods.base import CompressionContext
+from tflm_compress.models.lstm_lm import build_language_model, count_params, load_model
 from tflm_compress.training import (MODEL_FILE, VOCAB_FILE, Distillation, evaluate_perplexity,
                                     train_language_model)
 
@@ -46,6 +47,9 @@ class Variant:
       the baseline itself.
     params: method parameters by flag name.
     finetune_epochs: overrides the pipeline's fine-tuning epochs.
+    finetune_learning_rate: overrides the pipeline's fine-tuning learning rate
+      (e.g. clustering, whose centroids get the summed gradient of all their
+      weights, needs a smaller one).
     distill: fine-tune on the baseline's soft targets too (knowledge
       distillation, with the pipeline's ``distillation`` settings).
   """
@@ -54,16 +58,28 @@ class Variant:
   method: str = ""
   params: dict = dataclasses.field(default_factory=dict)
   finetune_epochs: int | None = None
+  finetune_learning_rate: float | None = None
   distill: bool = False
 
   def __post_init__(self):
     if not self.name or not all(c.isalnum() or c in "_-+." for c in self.name):
       raise UserError(f"variant name {self.name!r} must be letters, digits and _-+.")
     if self.method:
-      methods.parse_spec(self.method)
+      try:
+        compression.check_params(self.method, self.params)
+      except UserError as e:
+        raise UserError(f"variant {self.name!r}: {e}") from None
+    elif self.params:
+      raise UserError(f"variant {self.name!r} has params but no method")
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    # Options left at their defaults are omitted, so a variant keeps its
+    # identity (stage hash) when an option is added to this class.
+    d = dataclasses.asdict(self)
+    for name in ("finetune_learning_rate", "distill"):
+      if d[name] == getattr(Variant, name):
+        del d[name]
+    return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +158,8 @@ def with_distillation(variants: tuple[Variant, ...], mode: str) -> tuple[Variant
 
 
 def load_variants(path: str) -> tuple[Variant, ...]:
-  """Variants from a JSON file: a list of ``{name, method, params, finetune_epochs}``."""
+  """Variants from a JSON file: a list of ``{name, method, params, finetune_epochs,
+  finetune_learning_rate, distill}``."""
   data = io_utils.read_json(path)
   if not isinstance(data, list):
     raise UserError(f"--variants={path!r} must hold a JSON list of variants")
@@ -207,16 +224,22 @@ class Pipeline:
     return runner.run(folder, "baseline: train", self._baseline_config(), fn)
 
   def _variant_model_config(self, variant: Variant, baseline_hash: str) -> dict:
-    return {"stage": "compress", "variant": variant.to_dict(), "baseline": baseline_hash,
-            "distillation": (dataclasses.asdict(self.config.distillation)
-                             if variant.distill else None),
-            "finetune_epochs": self._finetune_epochs(variant),
-            "finetune_learning_rate": self.config.finetune_learning_rate}
+    config = {"stage": "compress", "variant": variant.to_dict(), "baseline": baseline_hash,
+              "finetune_epochs": self._finetune_epochs(variant),
+              "finetune_learning_rate": self._finetune_learning_rate(variant)}
+    if variant.distill:
+      config["distillation"] = dataclasses.asdict(self.config.distillation)
+    return config
 
   def _finetune_epochs(self, variant: Variant) -> int:
     if variant.finetune_epochs is not None:
       return variant.finetune_epochs
     return self.config.finetune_epochs
+
+  def _finetune_learning_rate(self, variant: Variant) -> float | None:
+    if variant.finetune_learning_rate is not None:
+      return variant.finetune_learning_rate
+    return self.config.finetune_learning_rate
 
   def _run_variant_model(self, runner, variant: Variant, baseline: dict, config: dict) -> dict:
     if not variant.method:
@@ -225,7 +248,7 @@ class Pipeline:
 
     def fn(folder):
       train = compression.finetune_config(self.config.preset.train, self._finetune_epochs(variant),
-                                          self.config.finetune_learning_rate)
+                                          self._finetune_learning_rate(variant))
       metrics = compression.compress_and_finetune(
           baseline["model"], variant.method, variant.params, self.corpus, train, folder,
           strategy=self.strategy, progress=self.progress, log=self.log,
@@ -309,6 +332,7 @@ class Pipeline:
     stage_count = 1 + sum((1 if v.method else 0) + 2 * len(self.config.quantize)
                           for v in self.selected)
     runner = stages.StageRunner(total=stage_count, log=self.log)
+    self.check_variants()
     baseline = self._run_baseline(runner)
     baseline_hash = stages.config_hash(self._baseline_config())
     rows = []
@@ -322,6 +346,28 @@ class Pipeline:
                                     {**upstream, "export": export_result["tflite_bytes"]})
         rows.append(self._row(variant, mode, model_result, export_result, bench))
     return rows
+
+  def check_variants(self) -> None:
+    """Applies each selected variant's methods to a model of the baseline's shape.
+
+    Ranks larger than a matrix, TT shapes that do not fit, K not dividing the
+    embedding size... fail here, in seconds, before the baseline trains and
+    before any variant fine-tunes for hours.
+    """
+    context = CompressionContext(vocab=self.corpus.vocab, seed=0)
+    for variant in self.selected:
+      if not variant.method:
+        continue
+      if self.config.baseline_model:
+        model = load_model(self.config.baseline_model)
+      else:
+        model = build_language_model(self.config.preset.model.with_vocab_size(
+            len(self.corpus.vocab)))
+      try:
+        compression.apply_methods(model, compression.check_params(variant.method, variant.params),
+                                  context)
+      except UserError as e:
+        raise UserError(f"variant {variant.name!r}: {e}") from None
 
   def _row(self, variant, mode, model_result, export_result, bench) -> dict:
     family = variant.method or BASELINE

@@ -339,6 +339,22 @@ def train_language_model(corpus: Corpus, model_config: ModelConfig, train_config
                       progress=progress, log=log)
 
 
+def _save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> None:
+  """``manager.save``, with a full disk or lost permission as a clear error.
+
+  TensorFlow writes the checkpoint files before it points the ``checkpoint``
+  state file at them, so a failed save leaves the last good checkpoint in use.
+  """
+  try:
+    manager.save(checkpoint_number=number)
+  except (tf.errors.OpError, OSError) as e:
+    last = manager.latest_checkpoint
+    raise UserError(f"cannot write checkpoint {number} in {manager.directory!r}: "
+                    f"{getattr(e, 'message', None) or e}; "
+                    + (f"the last good checkpoint {last!r} is kept and a rerun resumes from it"
+                       if last else "no checkpoint was written yet")) from None
+
+
 def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_config: TrainConfig,
                  output_dir: str, run_config: dict,
                  strategy: tf.distribute.Strategy | None = None, progress: bool = True,
@@ -415,7 +431,7 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
       for key in ("train_ppl", "valid_ppl", "learning_rate", "words_per_sec"):
         tf.summary.scalar(key, row[key])
     trainer.epoch.assign_add(1)
-    manager.save(checkpoint_number=epoch + 1)
+    _save_checkpoint(manager, epoch + 1)
     if chief:
       io_utils.atomic_write_json(os.path.join(output_dir, HISTORY_FILE), history)
   summary_writer.flush()

@@ -10,7 +10,7 @@ per-word rows (the embedding table; the softmax kernel transposed):
    handful; with equal word counts a block's total frequency is proportional
    to its average frequency, the paper's rank criterion.)
 2. **Ranks.** Block ``b`` gets a rank proportional to its total training
-   frequency ``F_b``: ``r_b = clip(round(s * F_b / F_0), 1, min(n_b, D))``,
+   frequency ``F_b`` (``gr_rank_power=1``; ``F_b ** p`` in general): ``r_b = clip(round(s * F_b / F_0), 1, min(n_b, D))``,
    with ``s`` the largest scale whose parameter count ``sum r_b (n_b + D)``
    fits the budget; leftover budget then raises ranks by one, most frequent
    block first, keeping ranks non-increasing in block order. So ranks are
@@ -70,6 +70,8 @@ FLAG_HELP = {
                  "counted): a fraction of the dense V*D if <= 1, else an absolute count.",
     "gr_ranks": "GroupReduce: explicit rank per block, most frequent first, comma-separated "
                 "(overrides --gr_budget).",
+    "gr_rank_power": "GroupReduce: ranks proportional to block frequency ** this power (1 = the "
+                     "paper's proportional allocation; 0.5 = square root, milder; 0 = equal).",
     "gr_refine_rounds": "GroupReduce: rounds of block refinement (0 = keep contiguous blocks).",
     "gr_targets": "GroupReduce: comma-separated matrices to compress: embedding, softmax.",
 }
@@ -87,6 +89,10 @@ class Config:
       int32 tables.
     gr_ranks: explicit ranks ``"r_0,r_1,..."`` (one per block, most frequent
       block first); overrides ``gr_budget``.
+    gr_rank_power: ranks proportional to ``F_b ** gr_rank_power`` (``1``:
+      proportional to frequency, the paper's rule; ``0.5``: to its square
+      root, which leaves the rare blocks more rank under a power law;
+      ``0``: equal ranks).
     gr_refine_rounds: refinement rounds.
     gr_targets: ``"embedding,softmax"``, or one of them.
   """
@@ -94,6 +100,7 @@ class Config:
   gr_num_blocks: int = 4
   gr_budget: float = 0.25
   gr_ranks: str = ""
+  gr_rank_power: float = 1.0
   gr_refine_rounds: int = 3
   gr_targets: str = "embedding,softmax"
 
@@ -106,6 +113,9 @@ class Config:
     if self.gr_budget > 1 and self.gr_budget != int(self.gr_budget):
       raise UserError(f"--gr_budget={self.gr_budget}; above 1 it is a parameter count and "
                       "must be a whole number")
+    if not 0 <= self.gr_rank_power <= 2:
+      raise UserError(f"--gr_rank_power={self.gr_rank_power}; use 0..2 (1 = proportional to "
+                      "frequency, 0.5 = square root, 0 = equal ranks)")
     if self.gr_refine_rounds < 0:
       raise UserError(f"--gr_refine_rounds={self.gr_refine_rounds}; must be >= 0")
     ranks = self.explicit_ranks()
@@ -382,7 +392,7 @@ def plan_ranks(config: Config, counts: np.ndarray, shape: tuple[int, int],
         "or fewer --gr_num_blocks")
   weights = word_weights(counts)
   block_freq = np.bincount(blocks, weights=weights)
-  return allocate_ranks(block_freq, sizes, dim, budget)
+  return allocate_ranks(block_freq ** config.gr_rank_power, sizes, dim, budget)
 
 
 def compress(model: keras.Model, config: Config,

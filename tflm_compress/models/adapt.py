@@ -2,15 +2,37 @@
 
 Recognised: ``Embedding -> LSTM (return_sequences=True) x N -> Dense`` (or
 ``TimeDistributed(Dense)``), with optional ``Dropout``/``SpatialDropout1D``
-between them, built with ``Sequential`` or the functional API, untied, with a
-linear or softmax output. The weights are carried over exactly
+between them, built with ``Sequential`` or the functional API, with a linear
+or softmax output. The weights are carried over exactly
 (``keras.layers.LSTM`` uses the same layout and gate order as
 :class:`tflm_compress.layers.LSTM`), so the package's model gives the same
 logits (for a softmax output: the same probabilities). Anything else gets a
 :class:`UserError` saying what was found and what is supported.
+
+Tied models (the softmax reuses the input embedding's ``[V, E]`` matrix) have
+no standard Keras layer, so they are recognised by what they share and what
+they compute: the output is produced either by the embedding layer itself,
+called a second time (a shared layer, e.g. an ``Embedding`` subclass with a
+``logits`` mode), or by a custom layer whose weights include the embedding's
+matrix (a "DenseTranspose"). That output layer is then probed with random
+features ``h``: it must compute ``h E^T + b`` (or its softmax) to 1e-5, with
+``b`` read off at ``h = 0``. The result is the package's model with
+``tie_embeddings=True`` (:class:`~tflm_compress.layers.TiedEmbedding`).
+Loading such a model from a file needs its custom layer classes:
+:func:`register_custom_objects` (``--custom_objects=my_layers.py``).
 """
 
+import importlib.util
+import inspect
+import json
+import os
+import zipfile
+
+import h5py
+
+
 import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 from tflm_compress.errors import UserError
@@ -18,9 +40,91 @@ from tflm_compress.models.config import ModelConfig
 from tflm_compress.models.lstm_lm import build_language_model, lstm_name
 
 SUPPORTED = ("Embedding -> one or more LSTM(return_sequences=True) -> Dense or "
-             "TimeDistributed(Dense), with optional Dropout between, Sequential or functional, "
-             "untied")
+             "TimeDistributed(Dense), or tied to the Embedding's matrix, with optional Dropout between, "
+             "Sequential or functional")
 _DROPOUT_TYPES = (keras.layers.Dropout, keras.layers.SpatialDropout1D)
+
+
+_USER_OBJECTS: dict = {}
+
+
+def register_custom_objects(path: str) -> dict:
+  """Imports a Python file defining a user model's custom layers for loading.
+
+  Every ``keras.layers.Layer`` subclass the file defines becomes available to
+  :func:`tflm_compress.models.load_model` by class name (as Keras'
+  ``custom_objects``); classes it registers with
+  ``keras.utils.register_keras_serializable`` are found by Keras itself.
+
+  Returns:
+    The classes found, by name.
+
+  Raises:
+    UserError: the file is missing or fails to import (the message has the
+      first line of the error).
+  """
+  if not os.path.isfile(path):
+    raise UserError(f"--custom_objects={path!r} does not exist (a .py file defining the model's "
+                    "custom layers)")
+  name = "tflm_compress_user_objects_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:
+    raise UserError(f"--custom_objects={path!r} is not an importable Python file")
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  (user code: report, do not crash)
+    raise UserError(f"--custom_objects={path!r} failed to import: "
+                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+  found = {n: c for n, c in vars(module).items()
+           if inspect.isclass(c) and issubclass(c, keras.layers.Layer)
+           and c.__module__ == module.__name__}
+  _USER_OBJECTS.update(found)
+  return found
+
+
+def user_objects() -> dict:
+  """The classes registered by :func:`register_custom_objects`."""
+  return dict(_USER_OBJECTS)
+
+
+def unknown_layer_classes(path: str, known: dict) -> list[str]:
+  """Layer classes a saved model names that neither Keras nor ``known`` has.
+
+  Reads the architecture of a ``.keras`` (zip) or ``.h5`` file; ``[]`` when
+  it cannot tell (e.g. a SavedModel dir).
+  """
+  try:
+    if zipfile.is_zipfile(path):
+      with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    elif h5py.is_hdf5(path):
+      with h5py.File(path, "r") as f:
+        config = json.loads(f.attrs["model_config"])
+    else:
+      return []
+  except (OSError, KeyError, ValueError):
+    return []
+  names = set()
+
+  def walk(node):
+    if isinstance(node, dict):
+      inner = node.get("config")
+      if "class_name" in node and isinstance(inner, dict) and "trainable" in inner:
+        name = node.get("registered_name") or node["class_name"]
+        if (name not in known and node["class_name"] not in known and
+            not hasattr(keras.layers, node["class_name"]) and
+            node["class_name"] not in ("Functional", "Sequential", "Model") and
+            keras.saving.get_registered_object(name) is None):
+          names.add(node["class_name"])
+      for value in node.values():
+        walk(value)
+    elif isinstance(node, list):
+      for value in node:
+        walk(value)
+
+  walk(config)
+  return sorted(names)
 
 
 def is_package_model(model: keras.Model) -> bool:
@@ -44,17 +148,35 @@ def _describe(layer) -> str:
       f" {layer.name!r}"
 
 
+def _output_layer(model: keras.Model):
+  """The layer call that produces the model's output: ``(layer, node)``."""
+  history = getattr(model.outputs[0], "_keras_history", None)
+  if history is None:
+    return None, None
+  layer, node_index = history[0], history[1]
+  return layer, layer._inbound_nodes[node_index]  # pylint: disable=protected-access
+
+
+def _is_dense(layer) -> bool:
+  dense = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
+  return type(dense) is keras.layers.Dense
+
+
 def analyse(model: keras.Model) -> dict:
   """The structure of a user model: embedding, LSTMs, output, or a clear error."""
   layers = _main_path(model)
   found = ", ".join(_describe(l) for l in layers)
-  it = iter(layers)
-  embedding = next(it, None)
+  embedding = layers[0] if layers else None
   if not isinstance(embedding, keras.layers.Embedding):
     raise UserError(f"expected the first layer to be an Embedding; found: {found}. "
                     f"Supported: {SUPPORTED}")
+  out_layer, out_node = _output_layer(model)
+  tied = out_layer is not None and not _is_dense(out_layer) and (
+      out_layer is embedding or any(w is embedding.embeddings for w in out_layer.weights))
   lstms, dropouts, output = [], [], None
-  for layer in it:
+  for layer in layers[1:]:
+    if tied and layer is out_layer:
+      continue
     if isinstance(layer, _DROPOUT_TYPES):
       dropouts.append(float(layer.rate))
       continue
@@ -63,13 +185,16 @@ def analyse(model: keras.Model) -> dict:
       lstms.append(layer)
       continue
     dense = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
-    if type(dense) is keras.layers.Dense and output is None and lstms:
+    if type(dense) is keras.layers.Dense and output is None and lstms and not tied:
       output = (layer, dense)
       continue
     raise UserError(f"layer {layer.name!r} ({_describe(layer)}) is not supported here; "
                     f"found: {found}. Supported: {SUPPORTED}")
-  if not lstms or output is None:
+  if not lstms or (output is None and not tied):
     raise UserError(f"found: {found}; supported: {SUPPORTED}")
+  parts = {"embedding": embedding, "lstms": lstms, "dropout": max(dropouts, default=0.0)}
+  if tied:
+    return {**parts, **_tied_output(model, out_layer, out_node, embedding, lstms[-1])}
   dense = output[1]
   activation = keras.activations.serialize(dense.activation)
   activation = activation if isinstance(activation, str) else activation.get("config", activation)
@@ -79,8 +204,44 @@ def analyse(model: keras.Model) -> dict:
   if dense.units != embedding.input_dim:
     raise UserError(f"output layer {dense.name!r} has {dense.units} units but the embedding has "
                     f"{embedding.input_dim} words; a language model predicts its own vocabulary")
-  return {"embedding": embedding, "lstms": lstms, "dense": dense, "activation": activation,
-          "dropout": max(dropouts, default=0.0)}
+  weights = dense.get_weights()
+  bias = weights[1] if len(weights) > 1 else np.zeros(dense.units, np.float32)
+  return {**parts, "tied": False, "kernel": weights[0], "bias": bias, "activation": activation}
+
+
+def _tied_output(model, layer, node, embedding, last_lstm) -> dict:
+  """Checks that a tied output computes ``h E^T + b`` (or its softmax); its bias."""
+  name = f"tied output layer {layer.name!r} ({_describe(layer)})"
+  vocab_size, size = embedding.input_dim, embedding.output_dim
+  if last_lstm.units != size:
+    raise UserError(f"{name} shares the embedding's [{vocab_size}, {size}] matrix but the last "
+                    f"LSTM {last_lstm.name!r} has {last_lstm.units} units; a tied softmax needs "
+                    "the last LSTM's units == the embedding size")
+  matrix = embedding.embeddings.numpy()
+  ids = np.arange(vocab_size, dtype=np.int32)[None, :]
+  if not np.allclose(np.asarray(embedding(ids)), matrix[None], atol=1e-6):
+    raise UserError(f"embedding {embedding.name!r} ({_describe(embedding)}) does not return the "
+                    "rows of its matrix for token ids; supported: a plain lookup")
+  try:
+    head = keras.Model(node.input_tensors, model.outputs[0])
+  except (ValueError, TypeError) as e:
+    raise UserError(f"{name}: cannot isolate it from the model ({str(e).splitlines()[0]}); "
+                    f"supported: {SUPPORTED}") from None
+  features = np.random.default_rng(0).normal(0, 0.5, (2, 3, size)).astype(np.float32)
+  outputs = np.asarray(head(features), np.float64)
+  at_zero = np.asarray(head(np.zeros((1, 1, size), np.float32)), np.float64)[0, 0]
+  scores = features.astype(np.float64) @ matrix.T.astype(np.float64)
+  if outputs.shape == scores.shape:
+    if np.allclose(outputs, scores + at_zero, rtol=1e-5, atol=1e-5):
+      return {"tied": True, "kernel": None, "bias": at_zero.astype(np.float32),
+              "activation": "linear"}
+    if np.all(at_zero > 0) and abs(at_zero.sum() - 1) < 1e-4:
+      bias = np.log(at_zero)  # Softmax is shift-invariant: log p(0) is a valid bias.
+      if np.allclose(outputs, tf.nn.softmax(scores + bias).numpy(), rtol=1e-4, atol=1e-6):
+        return {"tied": True, "kernel": None, "bias": bias.astype(np.float32),
+                "activation": "softmax"}
+  raise UserError(f"{name} uses the embedding's matrix E but does not compute h E^T + b (or its "
+                  f"softmax) from the last LSTM's output h; supported: {SUPPORTED}")
 
 
 def _check_lstm(layer: keras.layers.LSTM, found: str) -> None:
@@ -109,18 +270,20 @@ def adapt_keras_model(user_model: keras.Model) -> keras.Model:
     UserError: the structure is not supported (the message says what was found).
   """
   parts = analyse(user_model)
-  embedding, lstms, dense = parts["embedding"], parts["lstms"], parts["dense"]
+  embedding, lstms = parts["embedding"], parts["lstms"]
   config = ModelConfig(vocab_size=embedding.input_dim, embedding_size=embedding.output_dim,
-                       hidden_sizes=tuple(l.units for l in lstms), dropout=parts["dropout"])
+                       hidden_sizes=tuple(l.units for l in lstms), dropout=parts["dropout"],
+                       tie_embeddings=parts["tied"])
   model = build_language_model(config)
-  model.get_layer("embedding").set_weights(embedding.get_weights())
+  matrix = embedding.embeddings.numpy()
+  if parts["tied"]:
+    model.get_layer("embedding").set_weights([matrix, parts["bias"]])
+  else:
+    model.get_layer("embedding").set_weights([matrix])
+    model.get_layer("softmax").set_weights([parts["kernel"], parts["bias"]])
   for i, lstm in enumerate(lstms):
     weights = lstm.get_weights()
     if len(weights) == 2:  # use_bias=False
       weights.append(np.zeros(4 * lstm.units, np.float32))
     model.get_layer(lstm_name(i)).set_weights(weights)
-  dense_weights = dense.get_weights()
-  if len(dense_weights) == 1:
-    dense_weights.append(np.zeros(dense.units, np.float32))
-  model.get_layer("softmax").set_weights(dense_weights)
   return model

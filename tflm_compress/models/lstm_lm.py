@@ -104,10 +104,16 @@ def load_model(path: str) -> keras.Model:
 
   if not tf.io.gfile.exists(path):
     raise UserError(f"model file not found: {path!r}")
+  known = {**adapt.user_objects(), **custom_objects()}
   try:
-    model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+    model = keras.models.load_model(path, custom_objects=known, compile=False)
   except (ValueError, OSError, TypeError, KeyError, ImportError) as e:
-    raise UserError(f"cannot load Keras model {path!r}: {str(e).splitlines()[0]}") from None
+    unknown = adapt.unknown_layer_classes(path, known)
+    if unknown:
+      raise UserError(f"cannot load Keras model {path!r}: it uses custom layers {unknown}; pass "
+                      "--custom_objects=FILE.py, a Python file defining them") from None
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise UserError(f"cannot load Keras model {path!r}: {message}") from None
   if not isinstance(model, keras.Model):
     raise UserError(f"{path!r} is not a Keras model (a SavedModel without Keras metadata?)")
   if adapt.is_package_model(model):
