@@ -48,6 +48,11 @@ flags.DEFINE_bool("rebenchmark", False,
                   "machine after a fan-out), then report.")
 flags.DEFINE_integer("max_bytes", None, "Budget: largest .tflite in bytes.", lower_bound=1)
 flags.DEFINE_float("max_latency_ms", None, "Budget: slowest p50 ms per token on this host.")
+flags.DEFINE_bool("search", False,
+                  "With --max_bytes/--max_latency_ms: also fine-tune a small grid around the best "
+                  "variant within the budget (each size parameter one step down and up: ranks "
+                  "x/sqrt2 and x*sqrt2, sparsities +-0.05, budgets and kept fractions x/sqrt2 "
+                  "and x*sqrt2), then choose among all.")
 flags.DEFINE_integer("threads", 1, "Benchmark threads.", lower_bound=1)
 flags.DEFINE_integer("runs", 200, "Benchmark timed runs (at least).", lower_bound=1)
 flags.DEFINE_integer("generated_tokens", None, "Train tokens of the generated corpus.",
@@ -58,6 +63,8 @@ flags.DEFINE_bool("progress", False, "Show training progress bars.")
 
 def main(argv):
   cli.reject_extra_args(argv)
+  if FLAGS.search and not (FLAGS.max_bytes or FLAGS.max_latency_ms):
+    raise tflm_compress.UserError("--search needs a budget: --max_bytes and/or --max_latency_ms")
   strategy = distribute.make_strategy(FLAGS.strategy)
   preset = get_preset(FLAGS.config)
   if FLAGS.epochs is not None:
@@ -83,13 +90,28 @@ def main(argv):
     vocab = artifacts.resolve(model=FLAGS.model, vocab=FLAGS.vocab,
                                custom_objects=FLAGS.custom_objects).vocab()
   corpus = load_corpus(FLAGS.data_dir, vocab=vocab, generated=generated)
-  runner = pipeline.Pipeline(config, corpus, output_dir, strategy=strategy, only=FLAGS.only,
+  def make_runner(config, only):
+    return pipeline.Pipeline(config, corpus, output_dir, strategy=strategy, only=only,
                              progress=FLAGS.progress)
+
+  runner = make_runner(config, FLAGS.only)
   io_utils.makedirs(output_dir)
+  training = not (FLAGS.rebenchmark or FLAGS.report_only)
+  if training:
+    runner.run()
+  if FLAGS.search:
+    grid = pipeline.search_variants(runner.collect_rows(), config.variants, FLAGS.max_bytes,
+                                    FLAGS.max_latency_ms, config.eval_split)
+    if training:
+      grid = tuple(runner.check_variants(list(grid), skip_invalid=True))
+    print(f"search: {len(grid)} variants around the best within budget: "
+          f"{', '.join(v.name for v in grid) or '(none: the best is the baseline)'}")
+    config = dataclasses.replace(config, variants=config.variants + grid)
+    if training and grid:
+      make_runner(config, [v.name for v in grid]).run()
+    runner = make_runner(config, None)
   if FLAGS.rebenchmark:
     runner.rebenchmark()
-  elif not FLAGS.report_only:
-    runner.run()
   rows = runner.collect_rows()
   published = report.published_rows(corpus.source, FLAGS.config)
   report.write(rows, output_dir, config.eval_split, published)

@@ -206,3 +206,46 @@ def test_bad_variants_fail_before_any_work(tmp_path, variant, message):
   assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
   assert re.search(message, errors[0]), errors[0]
   assert not os.path.exists(tmp_path / "out" / "baseline" / "model.keras")
+
+
+def test_search_grid_steps_around_the_best_configured_variant_within_budget():
+  from tflm_compress import pipeline  # pylint: disable=g-import-not-at-top
+
+  variants = (pipeline.Variant("lr32", "low_rank", {"rank": 32}),
+              pipeline.Variant("p80", "prune", {"sparsity": 0.8}, finetune_epochs=2),
+              pipeline.Variant("lr45", "low_rank", {"rank": 45}))
+  rows = [_row("baseline", 1000, 100.0), _row("lr32", 300, 104.0), _row("p80", 900, 101.0),
+          _row("lr45", 450, 103.0), _row("lr32.rank23", 200, 90.0)]
+  # Budget 500 bytes: lr45 is the best configured row that fits; rank 45 -> 32 exists already.
+  grid = pipeline.search_variants(rows, variants, 500, None)
+  assert [(v.name, v.params) for v in grid] == [("lr45.rank64", {"rank": 64})]
+  # Budget 950: p80; sparsity steps +-0.05, keeping the variant's other settings.
+  grid = pipeline.search_variants(rows, variants, 950, None)
+  assert [(v.name, v.params["sparsity"], v.finetune_epochs) for v in grid] == [
+      ("p80.sparsity0.75", 0.75, 2), ("p80.sparsity0.85", 0.85, 2)]
+  # Only configured variants seed the grid (lr32.rank23 is a search row, not a seed).
+  assert pipeline.search_variants(rows, variants, 2000, None) == ()  # The baseline wins.
+  with pytest.raises(UserError, match="no model meets --max_bytes=10"):
+    pipeline.search_variants(rows, variants, 10, None)
+
+
+def _row(variant, size, ppl):
+  return {"name": variant, "variant": variant, "tflite_bytes": size, "tflite_test_ppl": ppl,
+          "latency_ms_p50": 1.0}
+
+
+def test_search_runs_the_grid_and_reports_it(tmp_path):
+  variants = tmp_path / "variants.json"
+  variants.write_text(json.dumps([{"name": "lr4", "method": "low_rank", "params": {"rank": 4}}]))
+  flags = [f"--variants={variants}", "--quantize=none", "--max_bytes=100000000"]
+  missing = _pipeline(tmp_path / "out", f"--variants={variants}", "--search")
+  _, err = missing.communicate(timeout=120)
+  assert missing.returncode == 1 and "--search needs a budget" in err
+  proc = _pipeline(tmp_path / "out", *flags, "--search")
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  assert "search: 2 variants around the best within budget: lr4.rank3, lr4.rank6" in out
+  names = [r["name"] for r in _rows(tmp_path / "out")]
+  assert sorted(names) == ["baseline", "lr4", "lr4.rank3", "lr4.rank6"]
+  best = json.load(open(tmp_path / "out" / "best" / "best.json"))["row"]
+  assert best["tflite_test_ppl"] == min(r["tflite_test_ppl"] for r in _rows(tmp_path / "out"))

@@ -15,6 +15,7 @@ say) against a shared output dir; ``report_only`` merges what has finished.
 """
 
 import dataclasses
+import json
 import os
 from typing import Callable
 
@@ -155,6 +156,64 @@ def with_distillation(variants: tuple[Variant, ...], mode: str) -> tuple[Variant
   distilled = tuple(dataclasses.replace(v, name=f"{v.name}_kd" if mode == "both" else v.name,
                                         distill=True) for v in variants)
   return variants + distilled if mode == "both" else distilled
+
+
+def _int_steps(value):
+  """Sizes one step (about sqrt 2) down and up: ranks, pool sizes, clusters."""
+  value = int(value)
+  return sorted({max(1, round(value / 2 ** 0.5)), round(value * 2 ** 0.5)} - {value})
+
+
+def _sparsity_steps(value):
+  return sorted({round(min(max(value + d, 0.0), 0.99), 4) for d in (-0.05, 0.05)} - {value})
+
+
+def _fraction_steps(value):
+  """Fractions of a matrix or a layer kept (budget, units): x / sqrt 2 and x * sqrt 2, <= 1."""
+  return sorted({round(value / 2 ** 0.5, 4), round(min(value * 2 ** 0.5, 1.0), 4)} - {value})
+
+
+# The size parameters --search steps around, and how.
+SEARCH_STEPS = {
+    **{name: _int_steps for name in ("rank", "embedding_rank", "lstm_rank", "softmax_rank",
+                                     "tt_rank", "tt_embedding_rank", "tt_lstm_rank",
+                                     "tt_softmax_rank", "slim_m", "num_clusters")},
+    **{name: _sparsity_steps for name in ("sparsity", "embedding_sparsity", "lstm_sparsity",
+                                          "softmax_sparsity")},
+    **{name: _fraction_steps for name in ("gr_budget", "iss_keep")},
+}
+
+
+def search_variants(rows: list[dict], variants: tuple[Variant, ...], max_bytes: int | None,
+                    max_latency_ms: float | None, eval_split: str = "test"
+                    ) -> tuple[Variant, ...]:
+  """The ``--search`` grid: neighbours of the best configured variant within the budget.
+
+  The best row among the configured variants (and the baseline) is found as
+  :func:`report.select_best` does; each of its variant's size parameters
+  (:data:`SEARCH_STEPS`) is moved one step down and one step up, one at a time,
+  giving variants named ``NAME.PARAMVALUE`` (e.g. ``low_rank_32.rank45``).
+  Only configured variants seed the grid, so the grid is the same on every
+  rerun (a resumed or ``report_only`` run finds the same names).
+  """
+  configured = {v.name: v for v in variants}
+  candidates = [r for r in rows if r["variant"] in configured or r["variant"] == BASELINE]
+  best = report.select_best(candidates, max_bytes, max_latency_ms, eval_split)
+  variant = configured.get(best["variant"])
+  if variant is None:
+    return ()
+  existing = {(v.method, json.dumps(v.params, sort_keys=True)) for v in variants}
+  grid = []
+  for key, value in sorted(variant.params.items()):
+    if key not in SEARCH_STEPS or value is None:
+      continue
+    for new in SEARCH_STEPS[key](value):
+      params = {**variant.params, key: new}
+      if (variant.method, json.dumps(params, sort_keys=True)) in existing:
+        continue
+      grid.append(dataclasses.replace(variant, name=f"{variant.name}.{key}{new:g}",
+                                      params=params))
+  return tuple(grid)
 
 
 def load_variants(path: str) -> tuple[Variant, ...]:
@@ -347,27 +406,41 @@ class Pipeline:
         rows.append(self._row(variant, mode, model_result, export_result, bench))
     return rows
 
-  def check_variants(self) -> None:
-    """Applies each selected variant's methods to a model of the baseline's shape.
+  def check_variants(self, variants: list[Variant] | None = None, skip_invalid: bool = False
+                     ) -> list[Variant]:
+    """Applies each variant's methods to a model of the baseline's shape.
 
     Ranks larger than a matrix, TT shapes that do not fit, K not dividing the
     embedding size... fail here, in seconds, before the baseline trains and
     before any variant fine-tunes for hours.
+
+    Args:
+      variants: the variants to check (default: the selected ones).
+      skip_invalid: log and drop a variant that does not fit instead of
+        raising (for the ``--search`` grid, whose steps may overshoot a dim).
+
+    Returns:
+      The variants that fit.
     """
     context = CompressionContext(vocab=self.corpus.vocab, seed=0)
-    for variant in self.selected:
-      if not variant.method:
-        continue
-      if self.config.baseline_model:
-        model = load_model(self.config.baseline_model)
-      else:
-        model = build_language_model(self.config.preset.model.with_vocab_size(
-            len(self.corpus.vocab)))
-      try:
-        compression.apply_methods(model, compression.check_params(variant.method, variant.params),
-                                  context)
-      except UserError as e:
-        raise UserError(f"variant {variant.name!r}: {e}") from None
+    valid = []
+    for variant in self.selected if variants is None else variants:
+      if variant.method:
+        if self.config.baseline_model:
+          model = load_model(self.config.baseline_model)
+        else:
+          model = build_language_model(self.config.preset.model.with_vocab_size(
+              len(self.corpus.vocab)))
+        try:
+          compression.apply_methods(
+              model, compression.check_params(variant.method, variant.params), context)
+        except UserError as e:
+          if not skip_invalid:
+            raise UserError(f"variant {variant.name!r}: {e}") from None
+          self.log(f"search: skipping {variant.name}: {e}")
+          continue
+      valid.append(variant)
+    return valid
 
   def _row(self, variant, mode, model_result, export_result, bench) -> dict:
     family = variant.method or BASELINE

@@ -1,0 +1,62 @@
+"""Benchmark: the LSTM stack alone of several models, timed side by side.
+
+  python benchmarks/lstm_latency.py \
+      --models=baseline=runs/ptb_small/model.keras,iss=runs/ptb_pipeline/variants/iss_keep50/model/model.keras \
+      --output_json=docs/results/ptb_small_iss_lstm_latency.json
+
+Each model's LSTM layers are cut out as their own one-step ``.tflite`` (one
+embedded token and the states in, top ``h`` and the states out) and timed in
+interleaved rounds with the host benchmark; the first model is the reference
+of the speedup and parameter-reduction columns.
+"""
+
+import tempfile
+
+from absl import flags
+
+import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tflm_compress import cli, io_utils
+from tflm_compress.benchmark.components import compare_lstm_latency
+from tflm_compress.benchmark.host import BenchmarkSettings
+from tflm_compress.models import load_model
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", None, "NAME=model.keras pairs; the first is the reference.")
+flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+flags.DEFINE_integer("runs", 300, "Timed runs per round per model (at least).")
+flags.DEFINE_integer("rounds", 5, "Interleaved rounds (A, B, A, B, ...).")
+flags.DEFINE_string("output_json", "", "Write the rows here too.")
+flags.mark_flag_as_required("models")
+
+
+def parse_models(pairs: list[str]) -> dict[str, str]:
+  models = {}
+  for pair in pairs:
+    name, sep, path = pair.partition("=")
+    if not sep or not name or not path:
+      raise tflm_compress.UserError(f"--models entry {pair!r}; use NAME=path/to/model.keras")
+    if name in models:
+      raise tflm_compress.UserError(f"--models names {name!r} twice")
+    models[name] = path
+  return models
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  paths = parse_models(FLAGS.models)
+  settings = BenchmarkSettings(num_threads=FLAGS.threads, num_runs=FLAGS.runs)
+  models = {name: load_model(path) for name, path in paths.items()}
+  with tempfile.TemporaryDirectory() as workdir:
+    rows = compare_lstm_latency(models, workdir, settings, rounds=FLAGS.rounds)
+  result = {"models": paths, "settings": settings.to_dict(), "rounds": FLAGS.rounds, "rows": rows}
+  if FLAGS.output_json:
+    io_utils.atomic_write_json(FLAGS.output_json, result)
+  print("| model | LSTM hidden | LSTM params | param reduction | LSTM ms/step p50 | speedup |")
+  print("|---|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['name']} | {r['hidden_sizes']} | {r['lstm_params']:,} | "
+          f"{r['param_reduction']:.2f}x | {r['lstm_ms_p50']:.4f} | {r['speedup']:.2f}x |")
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,122 @@
+"""Latency of the LSTM stack alone, several models timed side by side.
+
+A model's whole step graph mixes the embedding GATHER, the LSTMs and the
+softmax. A method that shrinks only the LSTMs (ISS, LSTM-only low rank) moves
+only part of that time, so its whole-step speedup understates what it did to
+the LSTMs. :func:`lstm_stack_tflite` cuts the LSTM stack out of a model as its
+own step graph (input: one embedded token ``[1, E]`` and the states; output:
+the top layer's ``h`` and the new states), with the model's own LSTM layers, so
+it lowers to the same builtins as in the full export.
+:func:`compare_lstm_latency` times several models' stacks in interleaved
+rounds (A, B, A, B, ...) with the host benchmark, so machine noise hits all
+of them alike; each model's figure is the median over rounds of its per-round
+p50.
+"""
+
+import os
+import statistics
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tflm_compress import io_utils
+from tflm_compress.benchmark.host import BenchmarkSettings, benchmark_fixed_inputs
+from tflm_compress.errors import UserError
+from tflm_compress.models.lstm_lm import lstm_name
+
+
+def lstm_stack_layers(model: keras.Model) -> list[keras.layers.Layer]:
+  """The layers named ``lstm_0``, ``lstm_1``, ... (any LSTM class of the package)."""
+  layers = []
+  while True:
+    try:
+      layers.append(model.get_layer(lstm_name(len(layers))))
+    except ValueError:
+      break
+  if not layers:
+    raise UserError(f"model {model.name!r} has no layer named {lstm_name(0)!r}; the LSTM stack "
+                    "is cut out of the package's models (load user models with load_model)")
+  return layers
+
+
+def lstm_state_sizes(model: keras.Model) -> list[int]:
+  """Hidden size of each LSTM layer (from its state inputs)."""
+  return [int(t.shape[-1]) for t in model.inputs[1::2]]
+
+
+def lstm_params(model: keras.Model) -> int:
+  return int(sum(np.prod(w.shape) for layer in lstm_stack_layers(model)
+                 for w in layer.trainable_weights))
+
+
+def lstm_stack_model(model: keras.Model) -> keras.Model:
+  """``[x [1, 1, E], h0, c0, h1, c1, ...] -> [top h, h0', c0', ...]`` with the model's layers."""
+  layers = lstm_stack_layers(model)
+  sizes = lstm_state_sizes(model)
+  embedded = keras.Input((1, int(model.get_layer("embedding").output.shape[-1])), batch_size=1,
+                         name="x")
+  states = [keras.Input((h,), batch_size=1, name=f"{kind}{i}")
+            for i, h in enumerate(sizes) for kind in ("h", "c")]
+  x, new_states = embedded, []
+  for i, layer in enumerate(layers):
+    x, h, c = layer([x, states[2 * i], states[2 * i + 1]])
+    new_states += [h, c]
+  return keras.Model([embedded] + states, [x] + new_states, name="lstm_stack")
+
+
+def lstm_stack_tflite(model: keras.Model) -> bytes:
+  """The LSTM stack of ``model`` as a float32 ``.tflite`` (batch 1, one step).
+
+  Signature inputs ``x`` (``[1, 1, E]``), ``h0, c0, ...``; outputs ``top``
+  (the last layer's ``h``, ``[1, H]``) and ``h0_out, c0_out, ...``.
+  """
+  stack = lstm_stack_model(model)
+  specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in stack.inputs]
+
+  names = [f"{kind}{i}_out" for i in range(len(lstm_state_sizes(model))) for kind in ("h", "c")]
+
+  @tf.function(input_signature=specs)
+  def step(*inputs):
+    outputs = stack(list(inputs), training=False)
+    return {"top": tf.reshape(outputs[0], [1, -1]), **dict(zip(names, outputs[1:]))}
+
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([step.get_concrete_function()],
+                                                              stack)
+  return converter.convert()
+
+
+def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
+                         settings: BenchmarkSettings = BenchmarkSettings(),
+                         rounds: int = 3) -> list[dict]:
+  """Times each model's LSTM stack, interleaved over ``rounds``; one row per model.
+
+  Rows (in the order given): ``name``, ``hidden_sizes``, ``lstm_params``,
+  ``tflite_bytes``, ``lstm_ms_p50`` (median over rounds), ``round_p50s``, and
+  relative to the first model: ``param_reduction`` (its params / these) and
+  ``speedup`` (its ms / these).
+  """
+  if not models:
+    raise UserError("no models to compare")
+  if rounds < 1:
+    raise UserError(f"--rounds={rounds}; must be >= 1")
+  io_utils.makedirs(workdir)
+  paths = {}
+  for name, model in models.items():
+    paths[name] = os.path.join(workdir, f"{name}_lstm_stack.tflite")
+    io_utils.atomic_write_bytes(paths[name], lstm_stack_tflite(model))
+  p50s = {name: [] for name in models}
+  for _ in range(rounds):
+    for name in models:
+      p50s[name].append(benchmark_fixed_inputs(paths[name], settings).latency_ms.p50)
+  rows = []
+  for name, model in models.items():
+    rows.append({"name": name, "hidden_sizes": lstm_state_sizes(model),
+                 "lstm_params": lstm_params(model),
+                 "tflite_bytes": os.path.getsize(paths[name]),
+                 "lstm_ms_p50": statistics.median(p50s[name]), "round_p50s": p50s[name]})
+  first = rows[0]
+  for row in rows:
+    row["param_reduction"] = first["lstm_params"] / row["lstm_params"]
+    row["speedup"] = first["lstm_ms_p50"] / row["lstm_ms_p50"]
+  return rows
