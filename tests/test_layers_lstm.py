@@ -86,3 +86,34 @@ def test_tied_embedding_shares_one_matrix():
 def test_bad_units():
   with pytest.raises(ValueError, match="units=0"):
     LSTM(0)
+
+
+def test_one_step_fuses_the_two_matmuls_with_the_same_numbers():
+  x, h, c = _inputs(steps=1)
+  layer = LSTM(7, bias_initializer="random_normal")
+  fused = layer([x, h, c])
+  kernel, recurrent, bias = [w.numpy() for w in (layer.kernel, layer.recurrent_kernel, layer.bias)]
+  for a, b in zip(fused, _numpy_lstm(x.astype(np.float64), h, c, kernel, recurrent, bias)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  # A step model of the layer has one FULLY_CONNECTED (the weight concat folds away).
+  from tflm_compress.export import inspect_tflite  # pylint: disable=g-import-not-at-top
+
+  step = tf.function(lambda *a: layer(list(a)), input_signature=[
+      tf.TensorSpec([1, 1, 5]), tf.TensorSpec([1, 7]), tf.TensorSpec([1, 7])])
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([step.get_concrete_function()],
+                                                              layer)
+  ops = inspect_tflite.op_names(inspect_tflite.parse(converter.convert()))
+  assert ops.count("FULLY_CONNECTED") == 1 and "BATCH_MATMUL" not in ops, ops
+
+
+def test_subclasses_that_change_a_projection_are_not_fused():
+  class Doubled(LSTM):
+    def recurrent_projection(self, h):
+      return 2.0 * super().recurrent_projection(h)
+
+  x, h, c = _inputs(steps=1)
+  layer = Doubled(7)
+  out, h1, c1 = layer([x, h, c])
+  kernel, recurrent, bias = [w.numpy() for w in (layer.kernel, layer.recurrent_kernel, layer.bias)]
+  ref = _numpy_lstm(x.astype(np.float64), h, c, kernel, 2.0 * recurrent, bias)
+  np.testing.assert_allclose(h1, ref[1], atol=1e-5)

@@ -126,15 +126,17 @@ def test_qat_model_converts_to_int8_and_agrees_with_its_keras_twin(tiny_run, qat
   tokens = small_corpus.split("test")[:300]
   calibration_ids = small_corpus.split("train")
 
-  def int8_parity(model):
+  def int8_parity(model, fully_connected):
     calibration = export.representative_steps(model, calibration_ids, 300)
     model_bytes = export.convert_step_model(model, "int8", calibration)
     ops = inspect_tflite.quantization_report(inspect_tflite.parse(model_bytes))
-    assert ops["FULLY_CONNECTED"] == {"int8": 5}, ops  # 2 per LSTM + softmax, all int8.
+    assert ops["FULLY_CONNECTED"] == {"int8": fully_connected}, ops
     return export.check_parity(model, export.TFLiteStepModel(model_bytes), tokens)
 
-  qat_parity = int8_parity(load_model(os.path.join(qat_run[0], "model.keras")))
-  ptq_parity = int8_parity(load_model(os.path.join(tiny_run[0], "model.keras")))
+  # QAT: 2 per LSTM (kernel and recurrent kernel have their own learned ranges) + softmax;
+  # the plain LSTM fuses its two matmuls into one per layer.
+  qat_parity = int8_parity(load_model(os.path.join(qat_run[0], "model.keras")), 5)
+  ptq_parity = int8_parity(load_model(os.path.join(tiny_run[0], "model.keras")), 3)
   print(f"int8 vs Keras twin: QAT {qat_parity}  PTQ {ptq_parity}")
   assert qat_parity["argmax_agreement"] >= 0.95
   assert ptq_parity["argmax_agreement"] >= 0.95

@@ -81,16 +81,41 @@ class LSTM(keras.layers.Layer):
 
   def cell(self, z_x: tf.Tensor, h: tf.Tensor, c: tf.Tensor):
     """One step given the input part ``z_x`` ``[B, 4H]`` (bias included)."""
-    z = z_x + self.recurrent_projection(h)
+    return self.gates(z_x + self.recurrent_projection(h), c)
+
+  @staticmethod
+  def gates(z: tf.Tensor, c: tf.Tensor):
+    """``(h, c)`` from the pre-activations ``z`` ``[B, 4H]`` (gate order i, f, g, o)."""
     i, f, g, o = tf.split(z, 4, axis=-1)
     c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
     h = tf.sigmoid(o) * tf.tanh(c)
     return h, c
 
+  def _fusable(self) -> bool:
+    """True when this class computes the plain ``x @ kernel + h @ recurrent_kernel``."""
+    cls = type(self)
+    return (cls.input_projection is LSTM.input_projection and
+            cls.recurrent_projection is LSTM.recurrent_projection and cls.cell is LSTM.cell)
+
+  def fused_step(self, x: tf.Tensor, h: tf.Tensor, c: tf.Tensor):
+    """One step with one matmul: ``[x, h] @ [kernel; recurrent_kernel] + bias``.
+
+    The step model (one token, static length 1) takes this path: the weight
+    concatenation is constant-folded at conversion, so each layer is one
+    FULLY_CONNECTED instead of two, and the per-op overhead (with dynamic
+    quantization, quantizing the op's input) is paid once per layer.
+    """
+    z = tf.matmul(tf.concat([x, h], axis=-1),
+                  tf.concat([self.kernel, self.recurrent_kernel], axis=0)) + self.bias
+    return self.gates(z, c)
+
   def call(self, inputs):
     x, h, c = inputs
     batch = tf.shape(x)[0]
     steps_static = x.shape[1]
+    if steps_static == 1 and self._fusable():
+      h, c = self.fused_step(x[:, 0], h, c)
+      return [h[:, None], h, c]
     z_x = self.input_projection(tf.reshape(x, [-1, self.input_dim])) + self.bias
     z_x = tf.reshape(z_x, tf.stack([batch, tf.shape(x)[1], 4 * self.units]))
     if steps_static is not None:
