@@ -249,3 +249,12 @@ def test_search_runs_the_grid_and_reports_it(tmp_path):
   assert sorted(names) == ["baseline", "lr4", "lr4.rank3", "lr4.rank6"]
   best = json.load(open(tmp_path / "out" / "best" / "best.json"))["row"]
   assert best["tflite_test_ppl"] == min(r["tflite_test_ppl"] for r in _rows(tmp_path / "out"))
+
+
+def test_plot_axis_ends_at_three_times_the_baseline():
+  rows = [{"method": "baseline", "tflite_test_ppl": 100.0},
+          {"method": "cluster", "tflite_test_ppl": 800.0},
+          {"method": "low_rank", "tflite_test_ppl": 120.0}]
+  assert report._ppl_axis_top(rows, "tflite_test_ppl") == 300.0
+  assert report._ppl_axis_top(rows[1:], "tflite_test_ppl") == 800.0  # No baseline: all shown.
+  assert report._ppl_axis_top(rows[::2], "tflite_test_ppl") == 120.0

@@ -112,6 +112,13 @@ def markdown(rows: list[dict], eval_split: str, published: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _ppl_axis_top(rows: list[dict], ppl_key: str) -> float:
+  """The perplexity axis ends at 3x the baseline's (diverged runs would squash the rest)."""
+  worst = max(r[ppl_key] for r in rows)
+  base = [r[ppl_key] for r in rows if r.get("method") == "baseline"]
+  return min(worst, 3 * min(base)) if base else worst
+
+
 def plot(rows: list[dict], path: str, eval_split: str) -> None:
   """Perplexity vs size and vs latency (log x), one marker per method family."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -121,16 +128,22 @@ def plot(rows: list[dict], path: str, eval_split: str) -> None:
   ppl_key = f"tflite_{eval_split}_ppl"
   markers = "os^vD<>pP*hX"
   families = sorted({r["method"] for r in rows})
+  top = _ppl_axis_top(rows, ppl_key)
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
   for ax, x_key, label in ((axes[0], "tflite_bytes", ".tflite bytes"),
                            (axes[1], "latency_ms_p50", "ms per token (p50, host)")):
     for i, family in enumerate(families):
-      pts = [(r[x_key], r[ppl_key]) for r in rows if r["method"] == family and r.get(x_key)]
+      pts = [(r[x_key], min(r[ppl_key], top)) for r in rows
+             if r["method"] == family and r.get(x_key)]
       if pts:
         ax.scatter(*zip(*pts), marker=markers[i % len(markers)], label=family, s=40)
     ax.set_xscale("log")
     ax.set_xlabel(label)
     ax.set_ylabel(f"{eval_split} perplexity (.tflite)")
+    off = sum(r[ppl_key] > top for r in rows if r.get(x_key))
+    if off:
+      ax.axhline(top, color="gray", lw=0.8, ls="--")
+      ax.set_title(f"{off} rows above {top:.0f} drawn on the dashed line", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
   axes[0].legend(fontsize=8)
   fig.tight_layout()
