@@ -163,7 +163,8 @@ class ProjectedTranspose(DenseTranspose):
 
   def build(self, input_shape):
     super().build(input_shape)
-    self.projection = self.add_weight("projection", shape=(input_shape[-1], self.embedding.output_dim))
+    self.projection = self.add_weight("projection",
+                                      shape=(input_shape[-1], self.embedding.output_dim))
 
   def call(self, h):
     return super().call(tf.einsum("bth,he->bte", h, self.projection))

@@ -62,7 +62,8 @@ def test_compare_reports_params_and_speedup_relative_to_the_first(tmp_path):
   assert rows[0]["lstm_params"] == 4 * (8 * 13 + 8) + 4 * (6 * 14 + 6)
   assert rows[1]["lstm_params"] == 4 * (4 * 9 + 4) + 4 * (3 * 7 + 3)
   assert rows[0]["param_reduction"] == 1.0 and rows[0]["speedup"] == 1.0
-  assert rows[1]["param_reduction"] == pytest.approx(rows[0]["lstm_params"] / rows[1]["lstm_params"])
+  assert rows[1]["param_reduction"] == pytest.approx(
+      rows[0]["lstm_params"] / rows[1]["lstm_params"])
   assert all(len(r["round_p50s"]) == 2 and r["lstm_ms_p50"] > 0 for r in rows)
   assert rows[1]["speedup"] == pytest.approx(rows[0]["lstm_ms_p50"] / rows[1]["lstm_ms_p50"])
 

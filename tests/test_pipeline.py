@@ -190,7 +190,8 @@ def test_distillation_variants():
 
 @pytest.mark.parametrize("variant, message", [
     ({"name": "p", "method": "prune", "params": {"sparsty": 0.9}},
-     r"variant 'p': parameters \['sparsty'\] are not options of 'prune'; its options: .*'sparsity'"),
+     r"variant 'p': parameters \['sparsty'\] are not options of 'prune'; "
+     r"its options: .*'sparsity'"),
     ({"name": "lr", "method": "low_rank", "params": {"rank": 10_000}},
      r"variant 'lr': .*rank"),
     ({"name": "s", "method": "slim_embedding", "params": {"slim_k": 7, "slim_m": 50}},

@@ -29,8 +29,6 @@ import os
 import zipfile
 
 import h5py
-
-
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -40,8 +38,8 @@ from tflm_compress.models.config import ModelConfig
 from tflm_compress.models.lstm_lm import build_language_model, lstm_name
 
 SUPPORTED = ("Embedding -> one or more LSTM(return_sequences=True) -> Dense or "
-             "TimeDistributed(Dense), or tied to the Embedding's matrix, with optional Dropout between, "
-             "Sequential or functional")
+             "TimeDistributed(Dense), or tied to the Embedding's matrix, with optional Dropout "
+             "between, Sequential or functional")
 _DROPOUT_TYPES = (keras.layers.Dropout, keras.layers.SpatialDropout1D)
 
 
