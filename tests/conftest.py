@@ -1,6 +1,7 @@
 """Shared fixtures: a small generated corpus and a tiny trained model."""
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -44,6 +45,20 @@ def tiny_run(small_corpus, tmp_path_factory):
                                  dataclasses.replace(preset.train, epochs=3), run_dir,
                                  progress=False, log=lambda _: None)
   return run_dir, metrics
+
+
+def compress_tiny_run(tiny_run, corpus, output_dir: str, spec: str, values: dict) -> dict:
+  """The tiny run compressed by ``spec`` with ``values`` and fine-tuned one epoch: its metrics."""
+  from tflm_compress import compression  # pylint: disable=g-import-not-at-top
+  from tflm_compress.models import TrainConfig  # pylint: disable=g-import-not-at-top
+
+  run_dir = tiny_run[0]
+  with open(os.path.join(run_dir, "config.json")) as f:
+    base_config = json.load(f)
+  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
+  return compression.compress_and_finetune(
+      os.path.join(run_dir, "model.keras"), spec, values, corpus, train, output_dir,
+      base_run_config=base_config, progress=False, log=lambda _: None)
 
 
 @pytest.fixture(scope="session")

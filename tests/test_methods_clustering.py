@@ -1,16 +1,16 @@
-import json
 import os
 
 import numpy as np
 import pytest
 import tf_keras as keras
 
-from tflm_compress import compression, testing
+from tflm_compress import testing
 from tflm_compress.errors import UserError
 from tflm_compress.layers import LSTM, TiedEmbedding
 from tflm_compress.methods import clustering, tfmot_support
-from tflm_compress.models import (ModelConfig, TrainConfig, build_language_model, load_model,
-                                  zero_states)
+from tflm_compress.models import ModelConfig, build_language_model, load_model, zero_states
+
+from conftest import compress_tiny_run
 
 CONFIG = ModelConfig(vocab_size=40, embedding_size=8, hidden_sizes=(8, 8))
 TOKENS = np.arange(12, dtype=np.int32)[None] % 40
@@ -106,12 +106,8 @@ def test_more_clusters_than_weights(dense_model):
 
 def test_compress_and_finetune_keeps_k_values(tiny_run, small_corpus, tmp_path):
   run_dir, base_metrics = tiny_run
-  base_config = json.load(open(os.path.join(run_dir, "config.json")))
-  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   out = str(tmp_path / "clustered")
-  metrics = compression.compress_and_finetune(
-      os.path.join(run_dir, "model.keras"), "cluster", {"num_clusters": 16}, small_corpus,
-      train, out, base_run_config=base_config, progress=False, log=lambda _: None)
+  metrics = compress_tiny_run(tiny_run, small_corpus, out, "cluster", {"num_clusters": 16})
   report = metrics["method_report"]["cluster"]
   counts = report["unique_values"]
   assert all(n <= 16 for n in counts.values()), counts

@@ -1,11 +1,10 @@
-import json
 import os
 
 import numpy as np
 import pytest
 import tf_keras as keras
 
-from tflm_compress import compression, export, testing
+from tflm_compress import export, testing
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
 from tflm_compress.layers.group_reduce import (GroupReduceEmbedding, GroupReduceSoftmax,
@@ -14,6 +13,8 @@ from tflm_compress.methods import group_reduce as gr
 from tflm_compress.methods import low_rank
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models import ModelConfig, build_language_model, count_params, zero_states
+
+from conftest import compress_tiny_run
 
 CONFIG = ModelConfig(vocab_size=30, embedding_size=6, hidden_sizes=(6, 6))
 TOKENS = (np.arange(24, dtype=np.int32)[None] * 7) % 30
@@ -306,15 +307,8 @@ def test_nothing_to_compress():
 
 def test_compress_and_finetune_writes_a_run_dir(tiny_run, small_corpus, tmp_path):
   run_dir, base_metrics = tiny_run
-  base_config = json.load(open(os.path.join(run_dir, "config.json")))
-  from tflm_compress.models import TrainConfig  # pylint: disable=g-import-not-at-top
-
-  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   out = str(tmp_path / "gr")
-  metrics = compression.compress_and_finetune(
-      os.path.join(run_dir, "model.keras"), "group_reduce",
-      {"gr_num_blocks": 4, "gr_budget": 0.3, "gr_refine_rounds": 2}, small_corpus, train, out,
-      base_run_config=base_config, progress=False, log=lambda _: None)
+  metrics = compress_tiny_run(tiny_run, small_corpus, out, "group_reduce", {"gr_num_blocks": 4, "gr_budget": 0.3, "gr_refine_rounds": 2})
   report = metrics["method_report"]["group_reduce"]
   assert set(report) == {"embedding", "softmax"}
   for layer in report.values():

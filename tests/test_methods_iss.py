@@ -1,4 +1,3 @@
-import json
 import os
 
 import numpy as np
@@ -6,11 +5,12 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tflm_compress import compression, testing
+from tflm_compress import testing
 from tflm_compress.errors import UserError
 from tflm_compress.methods import iss, low_rank
-from tflm_compress.models import (ModelConfig, TrainConfig, build_language_model, count_params,
-                                  load_model, zero_states)
+from tflm_compress.models import ModelConfig, build_language_model, count_params, load_model
+
+from conftest import compress_tiny_run
 
 CONFIG = ModelConfig(vocab_size=30, embedding_size=5, hidden_sizes=(6, 7), dropout=0.2)
 TOKENS = (np.arange(24, dtype=np.int32).reshape(2, 12) * 7) % 30
@@ -426,12 +426,8 @@ def test_bad_keep_sets():
 
 def test_compress_and_finetune_removes_units(tiny_run, small_corpus, tmp_path):
   run_dir, base_metrics = tiny_run
-  base_config = json.load(open(os.path.join(run_dir, "config.json")))
-  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   out = str(tmp_path / "iss")
-  metrics = compression.compress_and_finetune(
-      os.path.join(run_dir, "model.keras"), "iss", {"iss_lambda": 0.1}, small_corpus, train,
-      out, base_run_config=base_config, progress=False, log=lambda _: None)
+  metrics = compress_tiny_run(tiny_run, small_corpus, out, "iss", {"iss_lambda": 0.1})
   report = metrics["method_report"]["iss"]
   assert sum(report["hidden_sizes"]) < 64, report["hidden_sizes"]
   assert metrics["params"] < base_metrics["params"]

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflm_compress import compression, testing
+from tflm_compress import testing
 from tflm_compress.errors import UserError
 from tflm_compress.layers.low_rank import LowRankDense, LowRankEmbedding, LowRankLSTM
 from tflm_compress.methods import low_rank
 from tflm_compress.models import ModelConfig, build_language_model, count_params, zero_states
+
+from conftest import compress_tiny_run
 
 CONFIG = ModelConfig(vocab_size=30, embedding_size=6, hidden_sizes=(6, 6))
 TOKENS = np.arange(12, dtype=np.int32)[None] % 30
@@ -96,14 +98,8 @@ def test_rank_larger_than_the_matrix(dense_model):
 
 def test_compress_and_finetune_writes_a_run_dir(tiny_run, small_corpus, tmp_path):
   run_dir, base_metrics = tiny_run
-  base_config = json.load(open(os.path.join(run_dir, "config.json")))
-  from tflm_compress.models import TrainConfig  # pylint: disable=g-import-not-at-top
-
-  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   out = str(tmp_path / "lr")
-  metrics = compression.compress_and_finetune(
-      os.path.join(run_dir, "model.keras"), "low_rank", {"rank": 8}, small_corpus, train, out,
-      base_run_config=base_config, progress=False, log=lambda _: None)
+  metrics = compress_tiny_run(tiny_run, small_corpus, out, "low_rank", {"rank": 8})
   assert metrics["params"] < base_metrics["params"] / 2
   assert metrics["method_report"]["low_rank"]["softmax"] == {"rank": 8}
   assert metrics["test_ppl"] < 1.1 * base_metrics["test_ppl"]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from tflm_compress import compression, testing
+from tflm_compress import testing
 from tflm_compress.errors import UserError
 from tflm_compress.layers import LSTM, TiedEmbedding
 from tflm_compress.methods import pruning, tfmot_support
-from tflm_compress.models import ModelConfig, TrainConfig, build_language_model, zero_states
+from tflm_compress.models import ModelConfig, build_language_model, zero_states
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, compress_tiny_run
 
 CONFIG = ModelConfig(vocab_size=40, embedding_size=8, hidden_sizes=(8, 8))
 TOKENS = np.arange(12, dtype=np.int32)[None] % 40
@@ -253,12 +253,8 @@ def test_pruning_in_the_distributed_training_loop():
 
 def test_compress_and_finetune_writes_a_sparse_run_dir(tiny_run, small_corpus, tmp_path):
   run_dir, base_metrics = tiny_run
-  base_config = json.load(open(os.path.join(run_dir, "config.json")))
-  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   out = str(tmp_path / "pruned")
-  metrics = compression.compress_and_finetune(
-      os.path.join(run_dir, "model.keras"), "prune", {"sparsity": 0.5}, small_corpus, train,
-      out, base_run_config=base_config, progress=False, log=lambda _: None)
+  metrics = compress_tiny_run(tiny_run, small_corpus, out, "prune", {"sparsity": 0.5})
   report = metrics["method_report"]["prune"]
   assert all(s == pytest.approx(0.5, abs=0.01) for s in report["sparsity"].values())
   assert report["sizes"]["float"]["gzip_bytes"] < report["sizes"]["float"]["tflite_bytes"]

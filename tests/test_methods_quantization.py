@@ -1,4 +1,3 @@
-import json
 import os
 
 import numpy as np
@@ -6,13 +5,14 @@ import pytest
 import tf_keras as keras
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
 
-from tflm_compress import compression, export, testing
+from tflm_compress import export, testing
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
 from tflm_compress.layers import LSTM, TiedEmbedding
 from tflm_compress.methods import quantization as qat
-from tflm_compress.models import (ModelConfig, TrainConfig, build_language_model, load_model,
-                                  zero_states)
+from tflm_compress.models import ModelConfig, build_language_model, load_model, zero_states
+
+from conftest import compress_tiny_run
 
 CONFIG = ModelConfig(vocab_size=40, embedding_size=8, hidden_sizes=(8, 8))
 TOKENS = np.arange(12, dtype=np.int32)[None] % 40
@@ -99,12 +99,8 @@ def test_bad_configs_and_models(dense_model):
 def qat_run(tiny_run, small_corpus, tmp_path_factory):
   """The tiny model after one epoch of QAT fine-tuning: (run dir, metrics)."""
   run_dir, _ = tiny_run
-  base_config = json.load(open(os.path.join(run_dir, "config.json")))
-  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   out = str(tmp_path_factory.mktemp("qat"))
-  metrics = compression.compress_and_finetune(
-      os.path.join(run_dir, "model.keras"), "qat", {}, small_corpus, train, out,
-      base_run_config=base_config, progress=False, log=lambda _: None)
+  metrics = compress_tiny_run(tiny_run, small_corpus, out, "qat", {})
   return out, metrics
 
 

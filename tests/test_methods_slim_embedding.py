@@ -1,11 +1,10 @@
-import json
 import os
 
 import numpy as np
 import pytest
 import tf_keras as keras
 
-from tflm_compress import compression, export, testing
+from tflm_compress import export, testing
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
 from tflm_compress.layers.slim_embedding import SlimEmbedding, SlimSoftmax, random_assignment
@@ -13,6 +12,8 @@ from tflm_compress.methods import low_rank
 from tflm_compress.methods import slim_embedding as slim
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models import ModelConfig, build_language_model, count_params, zero_states
+
+from conftest import compress_tiny_run
 
 CONFIG = ModelConfig(vocab_size=30, embedding_size=6, hidden_sizes=(6, 8))
 TOKENS = (np.arange(24, dtype=np.int32)[None] * 7) % 30
@@ -197,14 +198,8 @@ def test_nothing_to_compress():
 
 def test_compress_and_finetune_writes_a_run_dir(tiny_run, small_corpus, tmp_path):
   run_dir, base_metrics = tiny_run
-  base_config = json.load(open(os.path.join(run_dir, "config.json")))
-  from tflm_compress.models import TrainConfig  # pylint: disable=g-import-not-at-top
-
-  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   out = str(tmp_path / "slim")
-  metrics = compression.compress_and_finetune(
-      os.path.join(run_dir, "model.keras"), "slim_embedding", {"slim_k": 4, "slim_m": 100},
-      small_corpus, train, out, base_run_config=base_config, progress=False, log=lambda _: None)
+  metrics = compress_tiny_run(tiny_run, small_corpus, out, "slim_embedding", {"slim_k": 4, "slim_m": 100})
   report = metrics["method_report"]["slim_embedding"]
   assert report["embedding"]["pool_params"] == 100 * 32 // 4
   vocab_size, dim = len(small_corpus.vocab), 32

@@ -18,6 +18,8 @@ from tflm_compress.layers.tensor_train import (TTDense, TTEmbedding, TTLSTM, tt_
 from tflm_compress.methods import tensor_train as tt
 from tflm_compress.models import ModelConfig, build_language_model, count_params, zero_states
 
+from conftest import compress_tiny_run
+
 t3f = import_t3f()
 
 # Every dim factors into 3 even cores and every matrix has TT rank 8 at most,
@@ -333,14 +335,8 @@ def test_shapes_and_ranks_that_do_not_fit(dense_model, kwargs, message):
 
 def test_compress_and_finetune_writes_a_run_dir(tiny_run, small_corpus, tmp_path):
   run_dir, base_metrics = tiny_run
-  base_config = json.load(open(os.path.join(run_dir, "config.json")))
-  from tflm_compress.models import TrainConfig  # pylint: disable=g-import-not-at-top
-
-  train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   out = str(tmp_path / "tt")
-  metrics = compression.compress_and_finetune(
-      os.path.join(run_dir, "model.keras"), "tt", {"tt_rank": 8}, small_corpus, train, out,
-      base_run_config=base_config, progress=False, log=lambda _: None)
+  metrics = compress_tiny_run(tiny_run, small_corpus, out, "tt", {"tt_rank": 8})
   assert metrics["params"] < base_metrics["params"] / 2
   softmax = metrics["method_report"]["tt"]["softmax"]
   assert softmax["tt_shape"] == "2x4x4:5x6x7" and softmax["ranks"] == [1, 8, 8, 1]

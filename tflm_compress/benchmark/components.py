@@ -23,6 +23,7 @@ import tf_keras as keras
 from tflm_compress import io_utils
 from tflm_compress.benchmark.host import BenchmarkSettings, benchmark_fixed_inputs
 from tflm_compress.errors import UserError
+from tflm_compress.export.step_model import state_layout
 from tflm_compress.models.lstm_lm import lstm_name
 
 
@@ -42,7 +43,7 @@ def lstm_stack_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 def lstm_state_sizes(model: keras.Model) -> list[int]:
   """Hidden size of each LSTM layer (from its state inputs)."""
-  return [int(t.shape[-1]) for t in model.inputs[1::2]]
+  return state_layout(model)[1][::2]
 
 
 def lstm_params(model: keras.Model) -> int:
@@ -53,11 +54,10 @@ def lstm_params(model: keras.Model) -> int:
 def lstm_stack_model(model: keras.Model) -> keras.Model:
   """``[x [1, 1, E], h0, c0, h1, c1, ...] -> [top h, h0', c0', ...]`` with the model's layers."""
   layers = lstm_stack_layers(model)
-  sizes = lstm_state_sizes(model)
+  names, sizes = state_layout(model)
   embedded = keras.Input((1, int(model.get_layer("embedding").output.shape[-1])), batch_size=1,
                          name="x")
-  states = [keras.Input((h,), batch_size=1, name=f"{kind}{i}")
-            for i, h in enumerate(sizes) for kind in ("h", "c")]
+  states = [keras.Input((size,), batch_size=1, name=name) for name, size in zip(names, sizes)]
   x, new_states = embedded, []
   for i, layer in enumerate(layers):
     x, h, c = layer([x, states[2 * i], states[2 * i + 1]])
@@ -74,7 +74,7 @@ def lstm_stack_tflite(model: keras.Model) -> bytes:
   stack = lstm_stack_model(model)
   specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in stack.inputs]
 
-  names = [f"{kind}{i}_out" for i in range(len(lstm_state_sizes(model))) for kind in ("h", "c")]
+  names = [f"{name}_out" for name in state_layout(model)[0]]
 
   @tf.function(input_signature=specs)
   def step(*inputs):
