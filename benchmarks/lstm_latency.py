@@ -4,10 +4,18 @@
       --models=baseline=runs/ptb_small/model.keras,iss=runs/ptb_pipeline/variants/iss_keep50/model/model.keras \
       --output_json=docs/results/ptb_small_iss_lstm_latency.json
 
+  python benchmarks/lstm_latency.py --presets=small,medium,large --iss_keep=0.5
+
 Each model's LSTM layers are cut out as their own one-step ``.tflite`` (one
 embedded token and the states in, top ``h`` and the states out) and timed in
 interleaved rounds with the host benchmark; the first model is the reference
 of the speedup and parameter-reduction columns.
+
+``--presets`` instead times, per preset size, the LSTM stack of a model of
+that architecture (random weights: latency does not depend on the values)
+against the same model after ISS surgery keeping ``--iss_keep`` of each
+layer's units: how the speedup of the same relative cut grows with the size
+once the fixed cost per op stops dominating.
 """
 
 import tempfile
@@ -16,17 +24,19 @@ from absl import flags
 
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import cli, io_utils
-from tflm_compress.benchmark.components import compare_lstm_latency
+from tflm_compress.benchmark.components import compare_lstm_latency, preset_iss_pair
 from tflm_compress.benchmark.host import BenchmarkSettings
 from tflm_compress.models import load_model
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", None, "NAME=model.keras pairs; the first is the reference.")
+flags.DEFINE_list("models", [], "NAME=model.keras pairs; the first is the reference.")
+flags.DEFINE_list("presets", [], "Instead of --models: preset sizes (small, medium, large), each "
+                  "timed against its ISS-shrunk self.")
+flags.DEFINE_float("iss_keep", 0.5, "With --presets: fraction of each layer's units ISS keeps.")
 flags.DEFINE_integer("threads", 1, "Interpreter threads.")
 flags.DEFINE_integer("runs", 300, "Timed runs per round per model (at least).")
 flags.DEFINE_integer("rounds", 5, "Interleaved rounds (A, B, A, B, ...).")
 flags.DEFINE_string("output_json", "", "Write the rows here too.")
-flags.mark_flag_as_required("models")
 
 
 def parse_models(pairs: list[str]) -> dict[str, str]:
@@ -43,12 +53,21 @@ def parse_models(pairs: list[str]) -> dict[str, str]:
 
 def main(argv):
   cli.reject_extra_args(argv)
-  paths = parse_models(FLAGS.models)
+  if bool(FLAGS.models) == bool(FLAGS.presets):
+    raise tflm_compress.UserError("give --models=NAME=model.keras,... or --presets=small,...")
   settings = BenchmarkSettings(num_threads=FLAGS.threads, num_runs=FLAGS.runs)
-  models = {name: load_model(path) for name, path in paths.items()}
+  if FLAGS.models:
+    paths = parse_models(FLAGS.models)
+    groups = [{name: load_model(path) for name, path in paths.items()}]
+    result = {"models": paths}
+  else:
+    groups = [preset_iss_pair(name, FLAGS.iss_keep) for name in FLAGS.presets]
+    result = {"presets": FLAGS.presets, "iss_keep": FLAGS.iss_keep}
+  rows = []
   with tempfile.TemporaryDirectory() as workdir:
-    rows = compare_lstm_latency(models, workdir, settings, rounds=FLAGS.rounds)
-  result = {"models": paths, "settings": settings.to_dict(), "rounds": FLAGS.rounds, "rows": rows}
+    for models in groups:
+      rows += compare_lstm_latency(models, workdir, settings, rounds=FLAGS.rounds)
+  result.update({"settings": settings.to_dict(), "rounds": FLAGS.rounds, "rows": rows})
   if FLAGS.output_json:
     io_utils.atomic_write_json(FLAGS.output_json, result)
   print("| model | LSTM hidden | LSTM params | param reduction | LSTM ms/step p50 | speedup |")

@@ -47,8 +47,11 @@ def tiny_run(small_corpus, tmp_path_factory):
   return run_dir, metrics
 
 
-def compress_tiny_run(tiny_run, corpus, output_dir: str, spec: str, values: dict) -> dict:
-  """The tiny run compressed by ``spec`` with ``values`` and fine-tuned one epoch: its metrics."""
+def compress_tiny_run(tiny_run, corpus, output_dir: str, spec: str, values: dict,
+                      **kwargs) -> dict:
+  """The tiny run compressed by ``spec`` with ``values`` and fine-tuned one epoch: its metrics.
+
+  ``kwargs`` go to ``compress_and_finetune`` (e.g. ``finetune_dropout``)."""
   from tflm_compress import compression  # pylint: disable=g-import-not-at-top
   from tflm_compress.models import TrainConfig  # pylint: disable=g-import-not-at-top
 
@@ -58,7 +61,7 @@ def compress_tiny_run(tiny_run, corpus, output_dir: str, spec: str, values: dict
   train = compression.finetune_config(TrainConfig(**base_config["train"]), epochs=1)
   return compression.compress_and_finetune(
       os.path.join(run_dir, "model.keras"), spec, values, corpus, train, output_dir,
-      base_run_config=base_config, progress=False, log=lambda _: None)
+      base_run_config=base_config, progress=False, log=lambda _: None, **kwargs)
 
 
 @pytest.fixture(scope="session")

@@ -117,3 +117,33 @@ def test_subclasses_that_change_a_projection_are_not_fused():
   kernel, recurrent, bias = [w.numpy() for w in (layer.kernel, layer.recurrent_kernel, layer.bias)]
   ref = _numpy_lstm(x.astype(np.float64), h, c, kernel, 2.0 * recurrent, bias)
   np.testing.assert_allclose(h1, ref[1], atol=1e-5)
+
+
+def test_dropout_only_in_training_and_output_dropout_zeroes_and_rescales():
+  x, h, c = _inputs(batch=8, steps=6, units=64)
+  plain = LSTM(64)
+  reference = [t.numpy() for t in plain([x, h, c])]
+  dropped = LSTM(64, output_dropout=0.5)
+  dropped([x, h, c])
+  dropped.set_weights(plain.get_weights())
+  inference = [t.numpy() for t in dropped([x, h, c], training=False)]
+  for got, want in zip(inference, reference):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  out, h1, c1 = [t.numpy() for t in dropped([x, h, c], training=True)]
+  np.testing.assert_allclose(h1, reference[1], rtol=1e-6, atol=1e-6)  # The state is never dropped.
+  np.testing.assert_allclose(c1, reference[2], rtol=1e-6, atol=1e-6)
+  kept = out != 0
+  assert 0.4 < kept.mean() < 0.6
+  np.testing.assert_allclose(out[kept], 2 * reference[0][kept], rtol=1e-5)
+
+
+def test_input_dropout_changes_training_outputs_and_round_trips():
+  x, h, c = _inputs()
+  layer = LSTM(7, input_dropout=0.3, name="lstm_d")
+  train_out = layer([x, h, c], training=True)[0].numpy()
+  infer_out = layer([x, h, c], training=False)[0].numpy()
+  assert not np.allclose(train_out, infer_out)
+  clone = LSTM.from_config(layer.get_config())
+  assert (clone.input_dropout, clone.output_dropout) == (0.3, 0.0)
+  with pytest.raises(ValueError, match="input_dropout=1.0"):
+    LSTM(7, input_dropout=1.0)

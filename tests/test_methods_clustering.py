@@ -116,3 +116,34 @@ def test_compress_and_finetune_keeps_k_values(tiny_run, small_corpus, tmp_path):
   assert metrics["test_ppl"] < 1.2 * base_metrics["test_ppl"]
   saved = load_model(os.path.join(out, "model.keras"))
   assert clustering.unique_values(saved) == counts
+
+
+def _centroid_gradient(dense_model, aggregation):
+  """d(sum of logits)/d(softmax centroids), and the weights per centroid."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  clustered = clustering.compress(dense_model, clustering.Config(
+      num_clusters=4, cluster_init="linear", cluster_targets="softmax",
+      cluster_gradient=aggregation))
+  wrapper = clustered.get_layer("cluster_softmax")
+  centroids = [v for v in wrapper.trainable_variables if "cluster_centroids" in v.name][0]
+  with tf.GradientTape() as tape:
+    logits = clustered([TOKENS] + zero_states(CONFIG, 1))[0]
+    loss = tf.reduce_sum(logits)
+  gradient = tf.convert_to_tensor(tape.gradient(loss, centroids)).numpy()
+  kernel = clustering.strip(clustered).get_layer("softmax").kernel.numpy()
+  sizes = np.array([np.sum(kernel == c) for c in centroids.numpy()])
+  return gradient, sizes
+
+
+def test_avg_centroid_gradient_is_the_sum_over_the_cluster_size(dense_model):
+  summed, sizes = _centroid_gradient(dense_model, "sum")
+  averaged, sizes_avg = _centroid_gradient(dense_model, "avg")
+  np.testing.assert_array_equal(sizes, sizes_avg)
+  assert sizes.sum() == 8 * 40 and sizes.min() > 1
+  np.testing.assert_allclose(averaged * sizes, summed, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_cluster_gradient():
+  with pytest.raises(UserError, match="--cluster_gradient='mean'; use one of"):
+    clustering.Config(num_clusters=4, cluster_gradient="mean")

@@ -17,6 +17,7 @@ import tf_keras as keras
 from tflm_compress import methods
 from tflm_compress.data.corpus import Corpus
 from tflm_compress.errors import UserError
+from tflm_compress.layers.lstm import LSTM
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models.config import TrainConfig
 from tflm_compress.models.lstm_lm import count_params, load_model
@@ -51,6 +52,43 @@ def apply_methods(model: keras.Model, plan: list[tuple[types.ModuleType, object]
   return model
 
 
+def set_dropout(model: keras.Model, rate: float) -> dict:
+  """Sets the dropout on the non-recurrent connections of ``model`` to ``rate``.
+
+  A model built with dropout gets its ``Dropout`` layers' rate changed; one
+  without (PTB ``small``, most users' models) gets it inside its LSTMs: on
+  each LSTM's input and on the last one's output, where Zaremba et al. put
+  it. Layers wrapped by TFMOT (pruning, QAT) are reached through the wrapper.
+
+  Returns:
+    The previous rates, for :func:`restore_dropout`.
+  """
+  if not 0.0 <= rate < 1.0:
+    raise UserError(f"--finetune_dropout={rate}; must be in [0, 1)")
+  previous = {}
+  dropouts = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+  if dropouts:
+    for layer in dropouts:
+      previous[layer] = {"rate": layer.rate}
+      layer.rate = rate
+    return previous
+  lstms = [getattr(l, "layer", l) for l in model.layers]
+  lstms = [l for l in lstms if isinstance(l, LSTM)]
+  if not lstms:
+    raise UserError("--finetune_dropout needs a model with LSTM or Dropout layers")
+  for i, lstm in enumerate(lstms):
+    previous[lstm] = {"input_dropout": lstm.input_dropout, "output_dropout": lstm.output_dropout}
+    lstm.input_dropout = rate
+    lstm.output_dropout = rate if i == len(lstms) - 1 else 0.0
+  return previous
+
+
+def restore_dropout(previous: dict) -> None:
+  for layer, rates in previous.items():
+    for name, value in rates.items():
+      setattr(layer, name, value)
+
+
 def _chain(plan, hook: str):
   """The (method, config) pairs of ``plan`` whose module defines ``hook``."""
   return [(m, c) for m, c in plan if hasattr(m, hook)]
@@ -61,7 +99,8 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
                           base_run_config: dict | None = None,
                           strategy: tf.distribute.Strategy | None = None,
                           progress: bool = True, log: Callable[[str], None] = print,
-                          distillation: Distillation | None = None) -> dict:
+                          distillation: Distillation | None = None,
+                          finetune_dropout: float | None = None) -> dict:
   """Compresses ``base_model_path`` by ``spec`` (e.g. ``low_rank``), fine-tunes, saves.
 
   Args:
@@ -69,6 +108,10 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
       the ones named like its ``Config`` fields.
     train_config: the fine-tuning recipe (``epochs=0`` skips fine-tuning).
     distillation: if given, fine-tune on the base model's soft targets too.
+    finetune_dropout: if given, the dropout rate on non-recurrent connections
+      during fine-tuning (see :func:`set_dropout`); the saved model keeps the
+      base model's rates. Compressed models of a base trained without dropout
+      overfit in fine-tuning otherwise.
 
   Returns:
     The metrics of the compressed, fine-tuned model.
@@ -79,14 +122,21 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
                      train_config.num_steps)
   context = CompressionContext(vocab=corpus.vocab, seed=train_config.seed,
                                finetune_steps=train_config.epochs * steps_per_epoch or None)
+  if finetune_dropout is not None and not 0.0 <= finetune_dropout < 1.0:
+    raise UserError(f"--finetune_dropout={finetune_dropout}; must be in [0, 1)")
   base = load_model(base_model_path)  # Validates the path before any work.
   base_params = count_params(base)
   # Validate the configs against the model's dims before anything is written.
   apply_methods(base, plan, context)
   del base
 
+  dropout_rates = {}
+
   def model_fn():
-    return apply_methods(load_model(base_model_path), plan, context)
+    model = apply_methods(load_model(base_model_path), plan, context)
+    if finetune_dropout is not None:
+      dropout_rates.update(set_dropout(model, finetune_dropout))
+    return model
 
   def extra_loss(model):
     return tf.add_n([m.extra_loss(model, c) for m, c in _chain(plan, "extra_loss")])
@@ -95,6 +145,7 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
     return [cb for m, c in _chain(plan, "callbacks") for cb in m.callbacks(model, c)]
 
   def finalize(model):
+    restore_dropout(dropout_rates)
     for m, c in _chain(plan, "strip"):
       model = m.strip(model, c)
     return model
@@ -113,6 +164,8 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
       "base_model_config": (base_run_config or {}).get("model"),
       "distillation": dataclasses.asdict(distillation) if distillation else None,
   }
+  if finetune_dropout is not None:  # Absent otherwise: earlier runs keep their identity.
+    run_config["finetune_dropout"] = finetune_dropout
   return run_training(model_fn, corpus, train_config, output_dir, run_config, strategy=strategy,
                       progress=progress, log=log,
                       extra_loss_fn=extra_loss if _chain(plan, "extra_loss") else None,

@@ -53,6 +53,8 @@ class Variant:
       weights, needs a smaller one).
     distill: fine-tune on the baseline's soft targets too (knowledge
       distillation, with the pipeline's ``distillation`` settings).
+    finetune_dropout: dropout rate on non-recurrent connections during
+      fine-tuning (None: the model's own; see ``compression.set_dropout``).
   """
 
   name: str
@@ -61,8 +63,12 @@ class Variant:
   finetune_epochs: int | None = None
   finetune_learning_rate: float | None = None
   distill: bool = False
+  finetune_dropout: float | None = None
 
   def __post_init__(self):
+    if self.finetune_dropout is not None and not 0.0 <= self.finetune_dropout < 1.0:
+      raise UserError(f"variant {self.name!r}: finetune_dropout={self.finetune_dropout}; "
+                      "must be in [0, 1)")
     if not self.name or not all(c.isalnum() or c in "_-+." for c in self.name):
       raise UserError(f"variant name {self.name!r} must be letters, digits and _-+.")
     if self.method:
@@ -77,7 +83,7 @@ class Variant:
     # Options left at their defaults are omitted, so a variant keeps its
     # identity (stage hash) when an option is added to this class.
     d = dataclasses.asdict(self)
-    for name in ("finetune_learning_rate", "distill"):
+    for name in ("finetune_learning_rate", "distill", "finetune_dropout"):
       if d[name] == getattr(Variant, name):
         del d[name]
     return d
@@ -218,7 +224,7 @@ def search_variants(rows: list[dict], variants: tuple[Variant, ...], max_bytes: 
 
 def load_variants(path: str) -> tuple[Variant, ...]:
   """Variants from a JSON file: a list of ``{name, method, params, finetune_epochs,
-  finetune_learning_rate, distill}``."""
+  finetune_learning_rate, distill, finetune_dropout}``."""
   data = io_utils.read_json(path)
   if not isinstance(data, list):
     raise UserError(f"--variants={path!r} must hold a JSON list of variants")
@@ -311,7 +317,8 @@ class Pipeline:
       metrics = compression.compress_and_finetune(
           baseline["model"], variant.method, variant.params, self.corpus, train, folder,
           strategy=self.strategy, progress=self.progress, log=self.log,
-          distillation=self.config.distillation if variant.distill else None)
+          distillation=self.config.distillation if variant.distill else None,
+          finetune_dropout=variant.finetune_dropout)
       return {"model": os.path.join(folder, MODEL_FILE), "params": metrics["params"],
               "valid_ppl": metrics["valid_ppl"], "test_ppl": metrics["test_ppl"],
               "method_report": metrics.get("method_report", {})}

@@ -24,7 +24,8 @@ from tflm_compress import io_utils
 from tflm_compress.benchmark.host import BenchmarkSettings, benchmark_fixed_inputs
 from tflm_compress.errors import UserError
 from tflm_compress.export.step_model import state_layout
-from tflm_compress.models.lstm_lm import lstm_name
+from tflm_compress.models.config import get_preset
+from tflm_compress.models.lstm_lm import build_language_model, lstm_name
 
 
 def lstm_stack_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -120,3 +121,15 @@ def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
     row["param_reduction"] = first["lstm_params"] / row["lstm_params"]
     row["speedup"] = first["lstm_ms_p50"] / row["lstm_ms_p50"]
   return rows
+
+
+def preset_iss_pair(preset: str, keep: float) -> dict[str, keras.Model]:
+  """A preset's architecture (vocabulary 100, random weights) and its ISS-shrunk self.
+
+  For timing how a relative cut of the LSTM units pays off at each size:
+  latency does not depend on the weights' values.
+  """
+  from tflm_compress.methods import iss  # pylint: disable=g-import-not-at-top
+
+  model = build_language_model(get_preset(preset).model.with_vocab_size(100), seed=0)
+  return {preset: model, f"{preset}_iss{keep:g}": iss.compress(model, iss.Config(iss_keep=keep))}

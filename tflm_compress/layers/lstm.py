@@ -31,11 +31,16 @@ class LSTM(keras.layers.Layer):
   Args:
     units: hidden size ``H``.
     kernel_initializer, recurrent_initializer, bias_initializer: initializers.
+    input_dropout, output_dropout: drop rates on ``x`` and on ``outputs``, in
+      training only: Zaremba et al.'s dropout on the non-recurrent connections
+      (a fresh mask per step and row; the state is never dropped). Fine-tuning
+      sets them (``--finetune_dropout``) on models trained without dropout.
     **kwargs: passed to ``keras.layers.Layer``.
 
   Call arguments:
     inputs: ``[x, h, c]`` with ``x`` float ``[B, T, input_dim]`` and ``h``,
       ``c`` float ``[B, H]``: the state before the first step.
+    training: applies the dropouts when true.
 
   Returns:
     ``[outputs, h, c]``: ``outputs`` ``[B, T, H]`` (h at every step) and the
@@ -47,11 +52,17 @@ class LSTM(keras.layers.Layer):
   """
 
   def __init__(self, units: int, kernel_initializer="glorot_uniform",
-               recurrent_initializer="orthogonal", bias_initializer="zeros", **kwargs):
+               recurrent_initializer="orthogonal", bias_initializer="zeros",
+               input_dropout: float = 0.0, output_dropout: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     if int(units) <= 0:
       raise ValueError(f"LSTM units={units}; must be > 0")
+    for name, rate in (("input_dropout", input_dropout), ("output_dropout", output_dropout)):
+      if not 0.0 <= rate < 1.0:
+        raise ValueError(f"LSTM {name}={rate}; must be in [0, 1)")
     self.units = int(units)
+    self.input_dropout = float(input_dropout)
+    self.output_dropout = float(output_dropout)
     self.kernel_initializer = keras.initializers.get(kernel_initializer)
     self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
     self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -109,8 +120,14 @@ class LSTM(keras.layers.Layer):
                   tf.concat([self.kernel, self.recurrent_kernel], axis=0)) + self.bias
     return self.gates(z, c)
 
-  def call(self, inputs):
+  def call(self, inputs, training=None):
     x, h, c = inputs
+    x = _dropout(x, self.input_dropout, training)
+    outputs, h, c = self.run_steps(x, h, c)
+    return [_dropout(outputs, self.output_dropout, training), h, c]
+
+  def run_steps(self, x: tf.Tensor, h: tf.Tensor, c: tf.Tensor):
+    """``[outputs, h, c]`` over the steps of ``x`` (no dropout)."""
     batch = tf.shape(x)[0]
     steps_static = x.shape[1]
     if steps_static == 1 and self._fusable():
@@ -147,5 +164,13 @@ class LSTM(keras.layers.Layer):
         "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
         "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        "input_dropout": self.input_dropout,
+        "output_dropout": self.output_dropout,
     })
     return config
+
+
+def _dropout(x: tf.Tensor, rate: float, training) -> tf.Tensor:
+  if not rate:
+    return x
+  return keras.backend.in_train_phase(lambda: tf.nn.dropout(x, rate), x, training=training)

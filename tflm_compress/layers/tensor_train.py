@@ -368,12 +368,12 @@ class TTLSTM(LSTM):
       self.recurrent_kernel = self.add_weight("recurrent_kernel", shape=(self.units, gates),
                                               initializer=self.recurrent_initializer)
 
-  def call(self, inputs):
+  def run_steps(self, x, h, c):
     # Over many rows or steps (training, evaluation) rebuild each TT kernel once
     # per call and use plain matmuls; for one static row (the step model) keep
     # the core chain so the .tflite stores only the cores.
     rebuilt = {}
-    if not single_row(tf.TensorShape(inputs[0].shape)):
+    if not single_row(tf.TensorShape(x.shape)):
       gates = 4 * self.units
       if self.kernel_tt_rank:
         rebuilt["kernel"] = _dense_kernel(self.kernel_cores, self.kernel_tt_shape,
@@ -383,7 +383,7 @@ class TTLSTM(LSTM):
                                              self.units, gates)
     self._rebuilt[threading.get_ident()] = rebuilt
     try:
-      return super().call(inputs)
+      return super().run_steps(x, h, c)
     finally:
       del self._rebuilt[threading.get_ident()]
 

@@ -22,6 +22,7 @@ alone and with int8).
 import dataclasses
 import gzip
 import math
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -329,7 +330,8 @@ def _convert_sparse(model: keras.Model, int8: bool, calibration=None) -> bytes:
   return model_bytes
 
 
-def _describe(model_bytes: bytes) -> dict:
+def describe_tflite(model_bytes: bytes) -> dict:
+  """``tflite_bytes``, ``gzip_bytes``, ``sparse_tensors`` and ``loads_in_litert`` of a file."""
   parsed = inspect_tflite.parse(model_bytes)
   sparse = sum(1 for g in parsed.subgraphs for t in g.tensors if t.sparsity is not None)
   try:
@@ -339,6 +341,26 @@ def _describe(model_bytes: bytes) -> dict:
     loads = False
   return {"tflite_bytes": len(model_bytes), "gzip_bytes": _gzip_size(model_bytes),
           "sparse_tensors": sparse, "loads_in_litert": loads}
+
+
+def sparsity_flavours(model: keras.Model, calibration=None) -> dict[str, Callable[[], bytes]]:
+  """The step model's ``.tflite`` flavours, dense and sparse-encoded: name -> converter.
+
+  ``float``, ``float_sparse`` (``EXPERIMENTAL_SPARSITY``), ``dynamic``,
+  ``dynamic_sparse``, and with ``calibration`` (step inputs, see
+  ``export.representative_steps``) ``int8`` and ``int8_sparse``.
+  """
+  flavours = {
+      "float": lambda: convert_step_model(model, "none"),
+      "float_sparse": lambda: _convert_sparse(model, int8=False),
+      "dynamic": lambda: convert_step_model(model, "dynamic"),
+      "dynamic_sparse": lambda: _convert_sparse(model, int8=True),
+  }
+  if calibration is not None:
+    samples = list(calibration)
+    flavours["int8"] = lambda: convert_step_model(model, "int8", samples)
+    flavours["int8_sparse"] = lambda: _convert_sparse(model, int8=True, calibration=samples)
+  return flavours
 
 
 def sparsity_sizes(model: keras.Model, calibration=None) -> dict[str, dict]:
@@ -362,20 +384,10 @@ def sparsity_sizes(model: keras.Model, calibration=None) -> dict[str, dict]:
     refuses sparse hybrid FULLY_CONNECTED). A variant the converter refuses
     reads ``{'error': message}``.
   """
-  variants = {
-      "float": lambda: convert_step_model(model, "none"),
-      "float_sparse": lambda: _convert_sparse(model, int8=False),
-      "dynamic": lambda: convert_step_model(model, "dynamic"),
-      "dynamic_sparse": lambda: _convert_sparse(model, int8=True),
-  }
-  if calibration is not None:
-    samples = list(calibration)
-    variants["int8"] = lambda: convert_step_model(model, "int8", samples)
-    variants["int8_sparse"] = lambda: _convert_sparse(model, int8=True, calibration=samples)
   out = {}
-  for name, convert in variants.items():
+  for name, convert in sparsity_flavours(model, calibration).items():
     try:
-      out[name] = _describe(convert())
+      out[name] = describe_tflite(convert())
     except Exception as e:  # pylint: disable=broad-except  (the converter raises many types)
       out[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0]}
   return out

@@ -1,0 +1,72 @@
+"""Benchmark: a pruned model's step graph, dense vs TFLite's sparse tensor encoding.
+
+  python benchmarks/sparse_latency.py \\
+      --model=runs/ptb_pipeline/variants/prune_90_kd/model/model.keras \\
+      --output_json=docs/results/ptb_small_sparse_latency.json
+
+Converts the model to each ``.tflite`` flavour of ``pruning.sparsity_flavours``
+(float and dynamic-range int8, dense and ``EXPERIMENTAL_SPARSITY``), and times
+every flavour LiteRT loads in interleaved rounds (A, B, A, B, ...) on the same
+fixed inputs; a flavour LiteRT refuses is listed with the reason.
+"""
+
+import os
+import statistics
+import tempfile
+
+from absl import flags
+
+import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tflm_compress import cli, io_utils
+from tflm_compress.benchmark.host import BenchmarkSettings, benchmark_fixed_inputs
+from tflm_compress.methods import pruning
+from tflm_compress.models import load_model
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "A pruned (stripped) model.keras.")
+flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+flags.DEFINE_integer("runs", 300, "Timed runs per round per flavour (at least).")
+flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
+flags.DEFINE_string("output_json", "", "Write the rows here too.")
+flags.mark_flag_as_required("model")
+
+
+def main(argv):
+  cli.reject_extra_args(argv)
+  model = load_model(FLAGS.model)
+  settings = BenchmarkSettings(num_threads=FLAGS.threads, num_runs=FLAGS.runs)
+  rows, paths = {}, {}
+  with tempfile.TemporaryDirectory() as workdir:
+    for name, convert in pruning.sparsity_flavours(model).items():
+      try:
+        model_bytes = convert()
+      except Exception as e:  # pylint: disable=broad-except  (the converter raises many types)
+        rows[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0]}
+        continue
+      rows[name] = pruning.describe_tflite(model_bytes)
+      if rows[name]["loads_in_litert"]:
+        paths[name] = os.path.join(workdir, f"{name}.tflite")
+        io_utils.atomic_write_bytes(paths[name], model_bytes)
+    p50s = {name: [] for name in paths}
+    for _ in range(FLAGS.rounds):
+      for name, path in paths.items():
+        p50s[name].append(benchmark_fixed_inputs(path, settings).latency_ms.p50)
+  for name, values in p50s.items():
+    rows[name].update(ms_p50=statistics.median(values), round_p50s=values)
+  result = {"model": FLAGS.model, "settings": settings.to_dict(), "rounds": FLAGS.rounds,
+            "flavours": rows}
+  if FLAGS.output_json:
+    io_utils.atomic_write_json(FLAGS.output_json, result)
+  print("| flavour | .tflite bytes | gzip bytes | sparse tensors | ms/step p50 |")
+  print("|---|---|---|---|---|")
+  for name, r in rows.items():
+    if "error" in r:
+      print(f"| {name} | — | — | — | converter refused: {r['error']} |")
+      continue
+    latency = f"{r['ms_p50']:.4f}" if "ms_p50" in r else "does not load in LiteRT"
+    print(f"| {name} | {r['tflite_bytes']:,} | {r['gzip_bytes']:,} | {r['sparse_tensors']} | "
+          f"{latency} |")
+
+
+if __name__ == "__main__":
+  cli.run(main)
