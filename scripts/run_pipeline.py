@@ -31,6 +31,8 @@ flags.DEFINE_list("quantize", ["none", "dynamic", "int8"],
 flags.DEFINE_integer("epochs", None, "Override the baseline's epochs.", lower_bound=0)
 flags.DEFINE_integer("finetune_epochs", 2, "Fine-tuning epochs per variant.", lower_bound=0)
 flags.DEFINE_float("finetune_learning_rate", None, "Fine-tuning learning rate (default base/4).")
+flags.DEFINE_float("finetune_dropout", None, "Dropout on non-recurrent connections while "
+                   "fine-tuning variants that set none (default: the model's own).")
 flags.DEFINE_string("model", "", "Use this Keras model as the baseline instead of training one: "
                     "a package run's model.keras or your own LSTM LM (.keras, .h5, SavedModel).")
 flags.DEFINE_string("vocab", "", "vocab.txt of --model (default: beside it).")
@@ -77,6 +79,7 @@ def main(argv):
       preset=preset, preset_name=FLAGS.config, variants=variants,
       baseline_model=FLAGS.model, quantize=tuple(FLAGS.quantize),
       finetune_epochs=FLAGS.finetune_epochs, finetune_learning_rate=FLAGS.finetune_learning_rate,
+      finetune_dropout=FLAGS.finetune_dropout,
       benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs,
       distillation=Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature))
   output_dir = FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}"

@@ -259,3 +259,25 @@ def test_plot_axis_ends_at_three_times_the_baseline():
   assert report._ppl_axis_top(rows, "tflite_test_ppl") == 300.0
   assert report._ppl_axis_top(rows[1:], "tflite_test_ppl") == 800.0  # No baseline: all shown.
   assert report._ppl_axis_top(rows[::2], "tflite_test_ppl") == 120.0
+
+
+def test_finetune_dropout_of_the_variant_wins_and_is_hashed_only_when_set():
+  from tflm_compress import pipeline  # pylint: disable=g-import-not-at-top
+  from tflm_compress.models import get_preset  # pylint: disable=g-import-not-at-top
+
+  plain = pipeline.Variant("lr", "low_rank", {"rank": 4})
+  own = pipeline.Variant("lr_do", "low_rank", {"rank": 4}, finetune_dropout=0.2)
+  assert "finetune_dropout" not in plain.to_dict() and own.to_dict()["finetune_dropout"] == 0.2
+
+  def stage_config(finetune_dropout, variant):
+    config = pipeline.PipelineConfig(get_preset("tiny"), "tiny", (plain, own),
+                                     finetune_dropout=finetune_dropout)
+    runner = pipeline.Pipeline.__new__(pipeline.Pipeline)  # The stage config needs no corpus.
+    runner.config = config
+    return runner._variant_model_config(variant, "hash")  # pylint: disable=protected-access
+
+  assert "finetune_dropout" not in stage_config(None, plain)  # Earlier runs keep their hash.
+  assert stage_config(0.5, plain)["finetune_dropout"] == 0.5
+  assert stage_config(0.5, own)["finetune_dropout"] == 0.2
+  with pytest.raises(UserError, match="variant 'x': finetune_dropout=1.0"):
+    pipeline.Variant("x", "low_rank", {"rank": 4}, finetune_dropout=1.0)

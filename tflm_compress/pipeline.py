@@ -100,6 +100,8 @@ class PipelineConfig:
     quantize: PTQ modes every variant is exported in.
     finetune_epochs, finetune_learning_rate: the fine-tuning recipe (the
       learning rate defaults to the base one / 4).
+    finetune_dropout: dropout while fine-tuning variants that set none (None:
+      the model's own).
     eval_split: the split perplexities are reported on (``valid`` is always
       measured too, with Keras).
     parity_steps: steps of the Keras vs ``.tflite`` parity check.
@@ -114,6 +116,7 @@ class PipelineConfig:
   quantize: tuple[str, ...] = ("none", "dynamic")
   finetune_epochs: int = 2
   finetune_learning_rate: float | None = None
+  finetune_dropout: float | None = None
   eval_split: str = "test"
   parity_steps: int = 50
   benchmark_threads: int = 1
@@ -294,7 +297,14 @@ class Pipeline:
               "finetune_learning_rate": self._finetune_learning_rate(variant)}
     if variant.distill:
       config["distillation"] = dataclasses.asdict(self.config.distillation)
+    if self._finetune_dropout(variant) is not None:  # Absent otherwise: stable stage hashes.
+      config["finetune_dropout"] = self._finetune_dropout(variant)
     return config
+
+  def _finetune_dropout(self, variant: Variant) -> float | None:
+    if variant.finetune_dropout is not None:
+      return variant.finetune_dropout
+    return self.config.finetune_dropout
 
   def _finetune_epochs(self, variant: Variant) -> int:
     if variant.finetune_epochs is not None:
@@ -318,7 +328,7 @@ class Pipeline:
           baseline["model"], variant.method, variant.params, self.corpus, train, folder,
           strategy=self.strategy, progress=self.progress, log=self.log,
           distillation=self.config.distillation if variant.distill else None,
-          finetune_dropout=variant.finetune_dropout)
+          finetune_dropout=self._finetune_dropout(variant))
       return {"model": os.path.join(folder, MODEL_FILE), "params": metrics["params"],
               "valid_ppl": metrics["valid_ppl"], "test_ppl": metrics["test_ppl"],
               "method_report": metrics.get("method_report", {})}
