@@ -36,6 +36,8 @@ flags.DEFINE_integer("seed", None, "Override the seed.")
 flags.DEFINE_bool("distill", False, "Fine-tune on the base model's soft targets too.")
 flags.DEFINE_float("distill_alpha", 0.5, "Weight of the soft-target loss.")
 flags.DEFINE_float("distill_temperature", 2.0, "Distillation temperature.")
+flags.DEFINE_string("distill_teacher", "", "With --distill: the teacher's model.keras (default: "
+                    "the model being compressed).")
 flags.DEFINE_float("finetune_dropout", None, "Dropout rate on non-recurrent connections while "
                    "fine-tuning (default: the model's own; small has none).")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
@@ -82,7 +84,8 @@ def main(argv):
                                     train_config, FLAGS.output_dir,
                                     base_run_config=source.run_config, strategy=strategy,
                                     progress=FLAGS.progress, distillation=distillation,
-                                    finetune_dropout=FLAGS.finetune_dropout)
+                                    finetune_dropout=FLAGS.finetune_dropout,
+                                    teacher_model_path=FLAGS.distill_teacher or None)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,21 @@ def test_finetune_dropout_changes_the_fine_tuning_and_is_not_saved(tiny_run, sma
     assert json.load(f)["finetune_dropout"] == 0.5
   with open(os.path.join(plain_dir, "config.json")) as f:
     assert "finetune_dropout" not in json.load(f)
+
+
+def test_distillation_teacher_other_than_the_base(tiny_run, small_corpus, tmp_path):
+  from tflm_compress.training import Distillation  # pylint: disable=g-import-not-at-top
+
+  teacher = os.path.join(tiny_run[0], "model.keras")
+  with pytest.raises(UserError, match="--distill_teacher needs --distill"):
+    compress_tiny_run(tiny_run, small_corpus, str(tmp_path / "a"), "low_rank", {"rank": 8},
+                      teacher_model_path=teacher)
+  with pytest.raises(UserError, match="model file not found: .*missing.keras"):
+    compress_tiny_run(tiny_run, small_corpus, str(tmp_path / "b"), "low_rank", {"rank": 8},
+                      distillation=Distillation(), teacher_model_path=str(tmp_path / "missing.keras"))
+  assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+  out = str(tmp_path / "c")
+  compress_tiny_run(tiny_run, small_corpus, out, "low_rank", {"rank": 8},
+                    distillation=Distillation(), teacher_model_path=teacher)
+  with open(os.path.join(out, "config.json")) as f:
+    assert json.load(f)["teacher_model"] == teacher

@@ -100,7 +100,8 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
                           strategy: tf.distribute.Strategy | None = None,
                           progress: bool = True, log: Callable[[str], None] = print,
                           distillation: Distillation | None = None,
-                          finetune_dropout: float | None = None) -> dict:
+                          finetune_dropout: float | None = None,
+                          teacher_model_path: str | None = None) -> dict:
   """Compresses ``base_model_path`` by ``spec`` (e.g. ``low_rank``), fine-tunes, saves.
 
   Args:
@@ -112,6 +113,9 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
       during fine-tuning (see :func:`set_dropout`); the saved model keeps the
       base model's rates. Compressed models of a base trained without dropout
       overfit in fine-tuning otherwise.
+    teacher_model_path: the teacher of ``distillation`` (default: the base
+      model), e.g. the original model when the base is an intermediate one
+      (a model shrunk by ISS that is being fine-tuned further).
 
   Returns:
     The metrics of the compressed, fine-tuned model.
@@ -124,6 +128,11 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
                                finetune_steps=train_config.epochs * steps_per_epoch or None)
   if finetune_dropout is not None and not 0.0 <= finetune_dropout < 1.0:
     raise UserError(f"--finetune_dropout={finetune_dropout}; must be in [0, 1)")
+  if teacher_model_path and not distillation:
+    raise UserError("--distill_teacher needs --distill")
+  teacher_path = teacher_model_path or base_model_path
+  if teacher_model_path:
+    load_model(teacher_model_path)  # Validates the path before any work.
   base = load_model(base_model_path)  # Validates the path before any work.
   base_params = count_params(base)
   # Validate the configs against the model's dims before anything is written.
@@ -166,12 +175,14 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
   }
   if finetune_dropout is not None:  # Absent otherwise: earlier runs keep their identity.
     run_config["finetune_dropout"] = finetune_dropout
+  if teacher_model_path:
+    run_config["teacher_model"] = teacher_model_path
   return run_training(model_fn, corpus, train_config, output_dir, run_config, strategy=strategy,
                       progress=progress, log=log,
                       extra_loss_fn=extra_loss if _chain(plan, "extra_loss") else None,
                       callbacks_fn=callbacks if _chain(plan, "callbacks") else None,
                       finalize_fn=finalize, report_fn=report,
-                      teacher_fn=(lambda: load_model(base_model_path)) if distillation else None,
+                      teacher_fn=(lambda: load_model(teacher_path)) if distillation else None,
                       distillation=distillation)
 
 
