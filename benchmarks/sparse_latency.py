@@ -38,13 +38,8 @@ def main(argv):
   rows, paths = {}, {}
   with tempfile.TemporaryDirectory() as workdir:
     for name, convert in pruning.sparsity_flavours(model).items():
-      try:
-        model_bytes = convert()
-      except Exception as e:  # pylint: disable=broad-except  (the converter raises many types)
-        rows[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0]}
-        continue
-      rows[name] = pruning.describe_tflite(model_bytes)
-      if rows[name]["loads_in_litert"]:
+      model_bytes, rows[name] = pruning.convert_and_describe(convert)
+      if rows[name].get("loads_in_litert"):
         paths[name] = os.path.join(workdir, f"{name}.tflite")
         io_utils.atomic_write_bytes(paths[name], model_bytes)
     p50s = {name: [] for name in paths}

@@ -265,3 +265,11 @@ def test_compress_and_finetune_writes_a_sparse_run_dir(tiny_run, small_corpus, t
   saved = load_model(os.path.join(out, "model.keras"))
   assert pruning.measured_sparsity(saved) == report["sparsity"]
   assert type(saved.get_layer("lstm_1")) is LSTM
+
+
+def test_convert_and_describe_reports_the_first_line_of_a_converter_error():
+  def refuse():
+    raise ValueError("\n  sparse hybrid FULLY_CONNECTED unsupported\n  details...")
+
+  assert pruning.convert_and_describe(refuse) == (
+      None, {"error": "sparse hybrid FULLY_CONNECTED unsupported"})

@@ -279,5 +279,5 @@ def test_finetune_dropout_of_the_variant_wins_and_is_hashed_only_when_set():
   assert "finetune_dropout" not in stage_config(None, plain)  # Earlier runs keep their hash.
   assert stage_config(0.5, plain)["finetune_dropout"] == 0.5
   assert stage_config(0.5, own)["finetune_dropout"] == 0.2
-  with pytest.raises(UserError, match="variant 'x': finetune_dropout=1.0"):
+  with pytest.raises(UserError, match="variant 'x': --finetune_dropout=1.0"):
     pipeline.Variant("x", "low_rank", {"rank": 4}, finetune_dropout=1.0)

@@ -63,8 +63,7 @@ def set_dropout(model: keras.Model, rate: float) -> dict:
   Returns:
     The previous rates, for :func:`restore_dropout`.
   """
-  if not 0.0 <= rate < 1.0:
-    raise UserError(f"--finetune_dropout={rate}; must be in [0, 1)")
+  check_dropout(rate)
   previous = {}
   dropouts = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
   if dropouts:
@@ -81,6 +80,11 @@ def set_dropout(model: keras.Model, rate: float) -> dict:
     lstm.input_dropout = rate
     lstm.output_dropout = rate if i == len(lstms) - 1 else 0.0
   return previous
+
+
+def check_dropout(rate: float) -> None:
+  if not 0.0 <= rate < 1.0:
+    raise UserError(f"--finetune_dropout={rate}; must be in [0, 1)")
 
 
 def restore_dropout(previous: dict) -> None:
@@ -126,8 +130,8 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
                      train_config.num_steps)
   context = CompressionContext(vocab=corpus.vocab, seed=train_config.seed,
                                finetune_steps=train_config.epochs * steps_per_epoch or None)
-  if finetune_dropout is not None and not 0.0 <= finetune_dropout < 1.0:
-    raise UserError(f"--finetune_dropout={finetune_dropout}; must be in [0, 1)")
+  if finetune_dropout is not None:
+    check_dropout(finetune_dropout)
   if teacher_model_path and not distillation:
     raise UserError("--distill_teacher needs --distill")
   teacher_path = teacher_model_path or base_model_path

@@ -66,9 +66,11 @@ class Variant:
   finetune_dropout: float | None = None
 
   def __post_init__(self):
-    if self.finetune_dropout is not None and not 0.0 <= self.finetune_dropout < 1.0:
-      raise UserError(f"variant {self.name!r}: finetune_dropout={self.finetune_dropout}; "
-                      "must be in [0, 1)")
+    if self.finetune_dropout is not None:
+      try:
+        compression.check_dropout(self.finetune_dropout)
+      except UserError as e:
+        raise UserError(f"variant {self.name!r}: {e}") from None
     if not self.name or not all(c.isalnum() or c in "_-+." for c in self.name):
       raise UserError(f"variant name {self.name!r} must be letters, digits and _-+.")
     if self.method:

@@ -384,13 +384,18 @@ def sparsity_sizes(model: keras.Model, calibration=None) -> dict[str, dict]:
     refuses sparse hybrid FULLY_CONNECTED). A variant the converter refuses
     reads ``{'error': message}``.
   """
-  out = {}
-  for name, convert in sparsity_flavours(model, calibration).items():
-    try:
-      out[name] = describe_tflite(convert())
-    except Exception as e:  # pylint: disable=broad-except  (the converter raises many types)
-      out[name] = {"error": (str(e).strip().splitlines() or [type(e).__name__])[0]}
-  return out
+  return {name: convert_and_describe(convert)[1]
+          for name, convert in sparsity_flavours(model, calibration).items()}
+
+
+def convert_and_describe(convert: Callable[[], bytes]) -> tuple[bytes | None, dict]:
+  """``(file, describe_tflite(file))``, or ``(None, {'error': first line})`` if the
+  converter refuses."""
+  try:
+    model_bytes = convert()
+  except Exception as e:  # pylint: disable=broad-except  (the converter raises many types)
+    return None, {"error": (str(e).strip().splitlines() or [type(e).__name__])[0]}
+  return model_bytes, describe_tflite(model_bytes)
 
 
 def report(model: keras.Model) -> dict:
