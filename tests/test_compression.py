@@ -75,7 +75,8 @@ def test_distillation_teacher_other_than_the_base(tiny_run, small_corpus, tmp_pa
                       teacher_model_path=teacher)
   with pytest.raises(UserError, match="model file not found: .*missing.keras"):
     compress_tiny_run(tiny_run, small_corpus, str(tmp_path / "b"), "low_rank", {"rank": 8},
-                      distillation=Distillation(), teacher_model_path=str(tmp_path / "missing.keras"))
+                      distillation=Distillation(),
+                      teacher_model_path=str(tmp_path / "missing.keras"))
   assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
   out = str(tmp_path / "c")
   compress_tiny_run(tiny_run, small_corpus, out, "low_rank", {"rank": 8},

@@ -49,8 +49,8 @@ class Variant:
     params: method parameters by flag name.
     finetune_epochs: overrides the pipeline's fine-tuning epochs.
     finetune_learning_rate: overrides the pipeline's fine-tuning learning rate
-      (e.g. clustering, whose centroids get the summed gradient of all their
-      weights, needs a smaller one).
+      (e.g. QAT and clustering, which start from the trained weights and do
+      best with a gentler one).
     distill: fine-tune on the baseline's soft targets too (knowledge
       distillation, with the pipeline's ``distillation`` settings).
     finetune_dropout: dropout rate on non-recurrent connections during
