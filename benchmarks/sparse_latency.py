@@ -18,7 +18,7 @@ from absl import flags
 
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import cli, io_utils
-from tflm_compress.benchmark.host import BenchmarkSettings, benchmark_fixed_inputs
+from tflm_compress.benchmark.host import BenchmarkSettings, check_rounds, interleaved_p50s
 from tflm_compress.methods import pruning
 from tflm_compress.models import load_model
 
@@ -33,6 +33,7 @@ flags.mark_flag_as_required("model")
 
 def main(argv):
   cli.reject_extra_args(argv)
+  check_rounds(FLAGS.rounds)
   model = load_model(FLAGS.model)
   settings = BenchmarkSettings(num_threads=FLAGS.threads, num_runs=FLAGS.runs)
   rows, paths = {}, {}
@@ -42,10 +43,7 @@ def main(argv):
       if rows[name].get("loads_in_litert"):
         paths[name] = os.path.join(workdir, f"{name}.tflite")
         io_utils.atomic_write_bytes(paths[name], model_bytes)
-    p50s = {name: [] for name in paths}
-    for _ in range(FLAGS.rounds):
-      for name, path in paths.items():
-        p50s[name].append(benchmark_fixed_inputs(path, settings).latency_ms.p50)
+    p50s = interleaved_p50s(paths, settings, FLAGS.rounds)
   for name, values in p50s.items():
     rows[name].update(ms_p50=statistics.median(values), round_p50s=values)
   result = {"model": FLAGS.model, "settings": settings.to_dict(), "rounds": FLAGS.rounds,

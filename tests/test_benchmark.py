@@ -492,3 +492,13 @@ def test_android_script_parse_log(tmp_path):
       _run("android_benchmark.py",
            f"--parse_log={os.path.join(LOGS, 'failed_gather_out_of_bounds.log')}",
            f"--output_json={tmp_path / 'x.json'}"))
+
+
+def test_interleaved_p50s_times_every_file_once_per_round(tiny_step_model_path):
+  settings = host.BenchmarkSettings(num_runs=5, warmup_runs=1)
+  p50s = host.interleaved_p50s({"a": tiny_step_model_path, "b": tiny_step_model_path},
+                               settings, rounds=3)
+  assert list(p50s) == ["a", "b"]
+  assert all(len(v) == 3 and all(x > 0 for x in v) for v in p50s.values())
+  with pytest.raises(UserError, match="--rounds=0; must be >= 1"):
+    host.interleaved_p50s({"a": tiny_step_model_path}, settings, rounds=0)

@@ -295,28 +295,19 @@ class Pipeline:
 
   def _variant_model_config(self, variant: Variant, baseline_hash: str) -> dict:
     config = {"stage": "compress", "variant": variant.to_dict(), "baseline": baseline_hash,
-              "finetune_epochs": self._finetune_epochs(variant),
-              "finetune_learning_rate": self._finetune_learning_rate(variant)}
+              "finetune_epochs": self._finetune(variant, "epochs"),
+              "finetune_learning_rate": self._finetune(variant, "learning_rate")}
     if variant.distill:
       config["distillation"] = dataclasses.asdict(self.config.distillation)
-    if self._finetune_dropout(variant) is not None:  # Absent otherwise: stable stage hashes.
-      config["finetune_dropout"] = self._finetune_dropout(variant)
+    dropout = self._finetune(variant, "dropout")
+    if dropout is not None:  # Absent otherwise: stable stage hashes.
+      config["finetune_dropout"] = dropout
     return config
 
-  def _finetune_dropout(self, variant: Variant) -> float | None:
-    if variant.finetune_dropout is not None:
-      return variant.finetune_dropout
-    return self.config.finetune_dropout
-
-  def _finetune_epochs(self, variant: Variant) -> int:
-    if variant.finetune_epochs is not None:
-      return variant.finetune_epochs
-    return self.config.finetune_epochs
-
-  def _finetune_learning_rate(self, variant: Variant) -> float | None:
-    if variant.finetune_learning_rate is not None:
-      return variant.finetune_learning_rate
-    return self.config.finetune_learning_rate
+  def _finetune(self, variant: Variant, setting: str):
+    """``finetune_{setting}`` of ``variant``, or the pipeline's where the variant sets none."""
+    value = getattr(variant, f"finetune_{setting}")
+    return value if value is not None else getattr(self.config, f"finetune_{setting}")
 
   def _run_variant_model(self, runner, variant: Variant, baseline: dict, config: dict) -> dict:
     if not variant.method:
@@ -324,13 +315,14 @@ class Pipeline:
     folder = os.path.join(self._variant_dir(variant.name), "model")
 
     def fn(folder):
-      train = compression.finetune_config(self.config.preset.train, self._finetune_epochs(variant),
-                                          self._finetune_learning_rate(variant))
+      train = compression.finetune_config(self.config.preset.train,
+                                          self._finetune(variant, "epochs"),
+                                          self._finetune(variant, "learning_rate"))
       metrics = compression.compress_and_finetune(
           baseline["model"], variant.method, variant.params, self.corpus, train, folder,
           strategy=self.strategy, progress=self.progress, log=self.log,
           distillation=self.config.distillation if variant.distill else None,
-          finetune_dropout=self._finetune_dropout(variant))
+          finetune_dropout=self._finetune(variant, "dropout"))
       return {"model": os.path.join(folder, MODEL_FILE), "params": metrics["params"],
               "valid_ppl": metrics["valid_ppl"], "test_ppl": metrics["test_ppl"],
               "method_report": metrics.get("method_report", {})}

@@ -9,8 +9,8 @@ the top layer's ``h`` and the new states), with the model's own LSTM layers, so
 it lowers to the same builtins as in the full export.
 :func:`compare_lstm_latency` times several models' stacks in interleaved
 rounds (A, B, A, B, ...) with the host benchmark, so machine noise hits all
-of them alike; each model's figure is the median over rounds of its per-round
-p50.
+of them alike (``host.interleaved_p50s``); each model's figure is the median
+over rounds of its per-round p50.
 """
 
 import os
@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tflm_compress import io_utils
-from tflm_compress.benchmark.host import BenchmarkSettings, benchmark_fixed_inputs
+from tflm_compress.benchmark.host import BenchmarkSettings, check_rounds, interleaved_p50s
 from tflm_compress.errors import UserError
 from tflm_compress.export.step_model import state_layout
 from tflm_compress.models.config import get_preset
@@ -99,17 +99,13 @@ def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
   """
   if not models:
     raise UserError("no models to compare")
-  if rounds < 1:
-    raise UserError(f"--rounds={rounds}; must be >= 1")
+  check_rounds(rounds)  # Before any conversion.
   io_utils.makedirs(workdir)
   paths = {}
   for name, model in models.items():
     paths[name] = os.path.join(workdir, f"{name}_lstm_stack.tflite")
     io_utils.atomic_write_bytes(paths[name], lstm_stack_tflite(model))
-  p50s = {name: [] for name in models}
-  for _ in range(rounds):
-    for name in models:
-      p50s[name].append(benchmark_fixed_inputs(paths[name], settings).latency_ms.p50)
+  p50s = interleaved_p50s(paths, settings, rounds)
   rows = []
   for name, model in models.items():
     rows.append({"name": name, "hidden_sizes": lstm_state_sizes(model),

@@ -275,3 +275,21 @@ def benchmark_fixed_inputs(model_path: str, settings: BenchmarkSettings = Benchm
   return _measure(model_path, settings, loaded, nothing, nothing, extra={
       "kind": "fixed inputs", "inputs": f"uniform [-1, 1) floats (seed={settings.seed}), "
                                         "zero integers, set once"})
+
+
+def interleaved_p50s(paths: dict[str, str], settings: BenchmarkSettings = BenchmarkSettings(),
+                     rounds: int = 3) -> dict[str, list[float]]:
+  """Per-round p50 (ms) of each ``.tflite`` of ``paths`` (name -> file), timed in
+  interleaved rounds (A, B, A, B, ...) with :func:`benchmark_fixed_inputs`, so
+  machine noise hits all of them alike."""
+  check_rounds(rounds)
+  p50s = {name: [] for name in paths}
+  for _ in range(rounds):
+    for name, path in paths.items():
+      p50s[name].append(benchmark_fixed_inputs(path, settings).latency_ms.p50)
+  return p50s
+
+
+def check_rounds(rounds: int) -> None:
+  if rounds < 1:
+    raise UserError(f"--rounds={rounds}; must be >= 1")
