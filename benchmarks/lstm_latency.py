@@ -39,25 +39,13 @@ flags.DEFINE_integer("rounds", 5, "Interleaved rounds (A, B, A, B, ...).")
 flags.DEFINE_string("output_json", "", "Write the rows here too.")
 
 
-def parse_models(pairs: list[str]) -> dict[str, str]:
-  models = {}
-  for pair in pairs:
-    name, sep, path = pair.partition("=")
-    if not sep or not name or not path:
-      raise tflm_compress.UserError(f"--models entry {pair!r}; use NAME=path/to/model.keras")
-    if name in models:
-      raise tflm_compress.UserError(f"--models names {name!r} twice")
-    models[name] = path
-  return models
-
-
 def main(argv):
   cli.reject_extra_args(argv)
   if bool(FLAGS.models) == bool(FLAGS.presets):
     raise tflm_compress.UserError("give --models=NAME=model.keras,... or --presets=small,...")
   settings = BenchmarkSettings(num_threads=FLAGS.threads, num_runs=FLAGS.runs)
   if FLAGS.models:
-    paths = parse_models(FLAGS.models)
+    paths = cli.parse_named_paths(FLAGS.models)
     groups = [{name: load_model(path) for name, path in paths.items()}]
     result = {"models": paths}
   else:
@@ -70,11 +58,13 @@ def main(argv):
   result.update({"settings": settings.to_dict(), "rounds": FLAGS.rounds, "rows": rows})
   if FLAGS.output_json:
     io_utils.atomic_write_json(FLAGS.output_json, result)
-  print("| model | LSTM hidden | LSTM params | param reduction | LSTM ms/step p50 | speedup |")
-  print("|---|---|---|---|---|---|")
+  print("| model | LSTM hidden | LSTM params | param reduction | TFLite ops | XNNPACK partitions "
+        "| LSTM ms/step p50 | speedup |")
+  print("|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['name']} | {r['hidden_sizes']} | {r['lstm_params']:,} | "
-          f"{r['param_reduction']:.2f}x | {r['lstm_ms_p50']:.4f} | {r['speedup']:.2f}x |")
+          f"{r['param_reduction']:.2f}x | {r['tflite_ops']} | {r['delegate_partitions']} | "
+          f"{r['lstm_ms_p50']:.4f} | {r['speedup']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -237,7 +237,10 @@ def test_step_model_cost_counts_every_lstm_matmul(tiny_step_model_path):
   embedding, hidden, vocab = 8, 8, 50
   matmul_weights = 4 * hidden * embedding + 4 * hidden * hidden + vocab * hidden
   assert cost.flops_by_op["FULLY_CONNECTED"] == 2 * matmul_weights
-  assert cost.weight_bytes == 4 * (matmul_weights + embedding)
+  # The gates' scale and shift vectors ([4H] each) are constants the step reads too.
+  gate_constants = 2 * 4 * hidden
+  assert cost.weight_bytes_by_op["MUL"] == cost.weight_bytes_by_op["ADD"] == 4 * 4 * hidden
+  assert cost.weight_bytes == 4 * (matmul_weights + embedding + gate_constants)
   assert cost.main_weight_kind == "float32" and not cost.unclassified_ops
 
 
@@ -360,7 +363,8 @@ def test_litert_benchmark_runs_the_step_model_and_says_why_not(tiny_step_model_p
 def test_host_report_measures_the_model_and_its_floor(tiny_step_model_path):
   out = report.host_report(tiny_step_model_path, FAST, floor=True, litert_benchmark=False)
   assert set(out["results"]) == {"host-litert"}
-  assert out["cost"]["weight_bytes_per_token"] == 4 * (32 * 8 + 32 * 8 + 50 * 8 + 8)
+  # Matrices, the embedding row, and the gates' [4H] scale and shift vectors.
+  assert out["cost"]["weight_bytes_per_token"] == 4 * (32 * 8 + 32 * 8 + 50 * 8 + 8 + 2 * 32)
   section = out["floor"]
   assert section["reference"]["weight_bytes"] >= out["cost"]["weight_bytes_per_token"]
   assert section["result"]["num_runs"] == 200 and section["ratio_statistic"] == "p50"
@@ -502,3 +506,32 @@ def test_interleaved_p50s_times_every_file_once_per_round(tiny_step_model_path):
   assert all(len(v) == 3 and all(x > 0 for x in v) for v in p50s.values())
   with pytest.raises(UserError, match="--rounds=0; must be >= 1"):
     host.interleaved_p50s({"a": tiny_step_model_path}, settings, rounds=0)
+
+
+def test_compare_files_times_side_by_side_and_counts_partitions(tiny_step_model_path, tmp_path):
+  rows = host.compare_files({"a": tiny_step_model_path, "b": tiny_step_model_path}, FAST,
+                            rounds=2)
+  assert [r["name"] for r in rows] == ["a", "b"]
+  for row in rows:
+    assert row["bytes"] == os.path.getsize(tiny_step_model_path)
+    assert row["tflite_ops"] == len(inspect_tflite.op_names(
+        inspect_tflite.parse(open(tiny_step_model_path, "rb").read())))
+    assert row["delegate_partitions"] == 1 and len(row["round_p50s"]) == 2
+    assert row["ms_p50"] == pytest.approx(np.median(row["round_p50s"]))
+  assert rows[0]["speedup"] == 1.0
+  assert rows[1]["speedup"] == pytest.approx(rows[0]["ms_p50"] / rows[1]["ms_p50"])
+  with pytest.raises(UserError, match="b: TFLite model not found"):
+    host.compare_files({"a": tiny_step_model_path, "b": str(tmp_path / "no.tflite")}, FAST, 1)
+  with pytest.raises(UserError, match="--rounds=0"):
+    host.compare_files({"a": tiny_step_model_path}, FAST, 0)
+
+
+def test_named_paths_flag_parsing():
+  from tflm_compress import cli  # pylint: disable=g-import-not-at-top
+
+  assert cli.parse_named_paths(["b=x.tflite", "a=y=z"]) == {"b": "x.tflite", "a": "y=z"}
+  assert list(cli.parse_named_paths(["b=1", "a=2"])) == ["b", "a"]
+  for bad, message in ((["a"], "entry 'a'; use NAME=PATH"), (["=x"], "entry '=x'"),
+                       (["a="], "entry 'a='"), (["a=1", "a=2"], "names 'a' twice")):
+    with pytest.raises(UserError, match=message):
+      cli.parse_named_paths(bad)

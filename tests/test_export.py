@@ -145,3 +145,20 @@ def test_tied_model_exports_with_parity():
   config = ModelConfig(vocab_size=25, embedding_size=8, hidden_sizes=(8,), tie_embeddings=True)
   model = build_language_model(config, seed=2)
   testing.assert_tflite_matches_keras(model, np.arange(25) % 25, atol=1e-4)
+
+
+# XNNPACK partitions per mode (before session 4's step graph: 2, 3, 3, 3). The
+# float and dynamic graphs are one delegate call per token; float16 and int8
+# (not the modes the benchmarks favour) are still cut in two.
+STEP_GRAPH_PARTITIONS = {"none": 1, "dynamic": 1, "float16": 2, "int8": 2}
+
+
+@pytest.mark.parametrize("quantize", export.QUANTIZE_MODES)
+def test_step_graph_xnnpack_partitions(converted, quantize):
+  # No LOGISTIC-split gates and no STRIDED_SLICE glue: XNNPACK takes the LSTMs whole.
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  from tflm_compress.benchmark.host import delegate_partitions  # pylint: disable=g-import-not-at-top
+
+  interpreter = Interpreter(model_content=converted[quantize])
+  interpreter.allocate_tensors()
+  assert delegate_partitions(interpreter) == STEP_GRAPH_PARTITIONS[quantize]

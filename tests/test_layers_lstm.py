@@ -1,3 +1,5 @@
+import collections
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -88,22 +90,30 @@ def test_bad_units():
     LSTM(0)
 
 
-def test_one_step_fuses_the_two_matmuls_with_the_same_numbers():
-  x, h, c = _inputs(steps=1)
+def test_one_step_fuses_matmuls_and_gates_with_the_same_numbers():
+  # Large pre-activations too: the gates saturate the same way as sigmoid/tanh.
+  x, h, c = [10 * v for v in _inputs(steps=1)]
   layer = LSTM(7, bias_initializer="random_normal")
   fused = layer([x, h, c])
   kernel, recurrent, bias = [w.numpy() for w in (layer.kernel, layer.recurrent_kernel, layer.bias)]
   for a, b in zip(fused, _numpy_lstm(x.astype(np.float64), h, c, kernel, recurrent, bias)):
     np.testing.assert_allclose(a, b, atol=1e-5)
-  # A step model of the layer has one FULLY_CONNECTED (the weight concat folds away).
+  # Same numbers as the general path (two matmuls, three sigmoids) at two steps.
+  two = layer([np.concatenate([x, x], 1), h, c])
+  one_h, one_c = layer([x, h, c])[1:]
+  np.testing.assert_allclose(two[0][:, 1], layer([x, one_h, one_c])[1], atol=1e-5)
+  # A step model of the layer: one FULLY_CONNECTED (the weight concat and the
+  # gate scaling fold away), one TANH for the four gates and one for the cell,
+  # no LOGISTIC, no slicing glue.
   from tflm_compress.export import inspect_tflite  # pylint: disable=g-import-not-at-top
 
-  step = tf.function(lambda *a: layer(list(a)), input_signature=[
+  step = tf.function(lambda *a: layer(list(a))[1:], input_signature=[
       tf.TensorSpec([1, 1, 5]), tf.TensorSpec([1, 7]), tf.TensorSpec([1, 7])])
   converter = tf.lite.TFLiteConverter.from_concrete_functions([step.get_concrete_function()],
                                                               layer)
-  ops = inspect_tflite.op_names(inspect_tflite.parse(converter.convert()))
-  assert ops.count("FULLY_CONNECTED") == 1 and "BATCH_MATMUL" not in ops, ops
+  ops = collections.Counter(inspect_tflite.op_names(inspect_tflite.parse(converter.convert())))
+  assert ops == {"RESHAPE": 1, "CONCATENATION": 1, "FULLY_CONNECTED": 1, "TANH": 2, "MUL": 4,
+                 "ADD": 2, "SPLIT": 1}, ops
 
 
 def test_subclasses_that_change_a_projection_are_not_fused():

@@ -24,3 +24,16 @@ def run(main: Callable[[list[str]], None]) -> None:
 def reject_extra_args(argv: list[str]) -> None:
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
+
+
+def parse_named_paths(pairs: list[str], flag: str = "--models") -> dict[str, str]:
+  """``NAME=PATH`` flag entries, in order; one clear error for a malformed or repeated name."""
+  parsed = {}
+  for pair in pairs:
+    name, sep, path = pair.partition("=")
+    if not sep or not name or not path:
+      raise UserError(f"{flag} entry {pair!r}; use NAME=PATH")
+    if name in parsed:
+      raise UserError(f"{flag} names {name!r} twice")
+    parsed[name] = path
+  return parsed

@@ -21,8 +21,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tflm_compress import io_utils
-from tflm_compress.benchmark.host import BenchmarkSettings, check_rounds, interleaved_p50s
+from tflm_compress.benchmark.host import (BenchmarkSettings, check_rounds, delegate_partitions_of,
+                                          interleaved_p50s)
 from tflm_compress.errors import UserError
+from tflm_compress.export import inspect_tflite
 from tflm_compress.export.step_model import state_layout
 from tflm_compress.models.config import get_preset
 from tflm_compress.models.lstm_lm import build_language_model, lstm_name
@@ -93,24 +95,29 @@ def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
   """Times each model's LSTM stack, interleaved over ``rounds``; one row per model.
 
   Rows (in the order given): ``name``, ``hidden_sizes``, ``lstm_params``,
-  ``tflite_bytes``, ``lstm_ms_p50`` (median over rounds), ``round_p50s``, and
-  relative to the first model: ``param_reduction`` (its params / these) and
+  ``tflite_bytes``, ``tflite_ops``, ``delegate_partitions`` (see
+  ``host.delegate_partitions``), ``lstm_ms_p50`` (median over rounds),
+  ``round_p50s``, and relative to the first model: ``param_reduction`` (its params / these) and
   ``speedup`` (its ms / these).
   """
   if not models:
     raise UserError("no models to compare")
   check_rounds(rounds)  # Before any conversion.
   io_utils.makedirs(workdir)
-  paths = {}
+  paths, op_counts = {}, {}
   for name, model in models.items():
     paths[name] = os.path.join(workdir, f"{name}_lstm_stack.tflite")
-    io_utils.atomic_write_bytes(paths[name], lstm_stack_tflite(model))
+    model_bytes = lstm_stack_tflite(model)
+    op_counts[name] = len(inspect_tflite.op_names(inspect_tflite.parse(model_bytes)))
+    io_utils.atomic_write_bytes(paths[name], model_bytes)
   p50s = interleaved_p50s(paths, settings, rounds)
   rows = []
   for name, model in models.items():
     rows.append({"name": name, "hidden_sizes": lstm_state_sizes(model),
                  "lstm_params": lstm_params(model),
-                 "tflite_bytes": os.path.getsize(paths[name]),
+                 "tflite_bytes": os.path.getsize(paths[name]), "tflite_ops": op_counts[name],
+                 "delegate_partitions": delegate_partitions_of(paths[name],
+                                                               settings.num_threads),
                  "lstm_ms_p50": statistics.median(p50s[name]), "round_p50s": p50s[name]})
   first = rows[0]
   for row in rows:

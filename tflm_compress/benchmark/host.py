@@ -31,6 +31,7 @@ import dataclasses
 import gc
 import os
 import resource
+import statistics
 import sys
 import time
 from typing import Callable
@@ -138,6 +139,26 @@ def _load(model_path: str, num_threads: int) -> _Loaded:
     raise UserError(f"LiteRT cannot load {model_path}: {str(e).splitlines()[0]}") from None
 
 
+def delegate_partitions(interpreter: Interpreter) -> int | None:
+  """How many delegate (XNNPACK) partitions LiteRT cut the graph into.
+
+  Each partition is one delegate call per run, with its own fixed cost; an op
+  the delegate does not take splits the graph and runs on the builtin
+  kernels. A step graph should be one partition. None when this LiteRT does
+  not list its nodes.
+  """
+  try:
+    nodes = interpreter._get_ops_details()  # pylint: disable=protected-access
+  except (AttributeError, RuntimeError, ValueError):
+    return None
+  return sum(node.get("op_name") == "DELEGATE" for node in nodes)
+
+
+def delegate_partitions_of(model_path: str, num_threads: int = 1) -> int | None:
+  """:func:`delegate_partitions` of a ``.tflite`` file loaded as the benchmark loads it."""
+  return delegate_partitions(_load(model_path, num_threads).interpreter)
+
+
 def _run_phase(invoke: Callable[[], None], before: Callable[[], None],
                after: Callable[[], None], min_runs: int, min_secs: float,
                max_secs: float) -> array.array:
@@ -183,7 +204,7 @@ def _measure(model_path: str, settings: BenchmarkSettings, loaded: _Loaded,
            "timed": "Interpreter.invoke() only", "clock": "time.perf_counter_ns",
            "percentiles": "benchmark_model's: element len*p//100 of the sorted runs",
            "min_secs": settings.min_secs, "warmup_min_secs": settings.warmup_min_secs,
-           **extra}
+           "delegate_partitions": delegate_partitions(loaded.interpreter), **extra}
   return BenchmarkResult(
       source=SOURCE_HOST, model=model_path, model_bytes=os.path.getsize(model_path),
       threads=settings.num_threads, num_runs=len(timed), warmup_runs=len(warmup),
@@ -293,3 +314,28 @@ def interleaved_p50s(paths: dict[str, str], settings: BenchmarkSettings = Benchm
 def check_rounds(rounds: int) -> None:
   if rounds < 1:
     raise UserError(f"--rounds={rounds}; must be >= 1")
+
+
+def compare_files(paths: dict[str, str], settings: BenchmarkSettings, rounds: int) -> list[dict]:
+  """Times ``.tflite`` files (name -> path) side by side with :func:`interleaved_p50s`.
+
+  One row per file, in order: ``name``, ``path``, ``bytes``, ``tflite_ops``,
+  ``delegate_partitions``, ``round_p50s``, ``ms_p50`` (their median) and
+  ``speedup`` (the first file's ``ms_p50`` / this one's).
+  """
+  check_rounds(rounds)
+  rows = []
+  for name, path in paths.items():
+    if not os.path.isfile(path):
+      raise UserError(f"{name}: TFLite model not found: {path!r}")
+    with open(path, "rb") as f:
+      ops = inspect_tflite.op_names(inspect_tflite.parse(f.read(), path))
+    rows.append({"name": name, "path": path, "bytes": os.path.getsize(path), "tflite_ops": len(ops),
+                 "delegate_partitions": delegate_partitions_of(path, settings.num_threads)})
+  p50s = interleaved_p50s(paths, settings, rounds)
+  for row in rows:
+    row["round_p50s"] = p50s[row["name"]]
+    row["ms_p50"] = statistics.median(row["round_p50s"])
+  for row in rows:
+    row["speedup"] = rows[0]["ms_p50"] / row["ms_p50"]
+  return rows

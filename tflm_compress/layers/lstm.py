@@ -109,16 +109,38 @@ class LSTM(keras.layers.Layer):
             cls.recurrent_projection is LSTM.recurrent_projection and cls.cell is LSTM.cell)
 
   def fused_step(self, x: tf.Tensor, h: tf.Tensor, c: tf.Tensor):
-    """One step with one matmul: ``[x, h] @ [kernel; recurrent_kernel] + bias``.
+    """One step in the fewest ops: one matmul and one TANH for the four gates.
 
-    The step model (one token, static length 1) takes this path: the weight
-    concatenation is constant-folded at conversion, so each layer is one
-    FULLY_CONNECTED instead of two, and the per-op overhead (with dynamic
-    quantization, quantizing the op's input) is paid once per layer.
+    The step model (one token, static length 1) takes this path, where the
+    fixed cost of each op weighs as much as the arithmetic of a small layer:
+
+    * ``[x, h] @ [kernel; recurrent_kernel] + bias``: one FULLY_CONNECTED
+      instead of two;
+    * ``sigmoid(z) = 0.5 * tanh(z / 2) + 0.5``: the i, f, o columns of the
+      weight and bias are halved, so one TANH over all ``4H`` pre-activations
+      and one multiply-add by constant vectors (``[.5, .5, 1, .5]`` and
+      ``[.5, .5, 0, .5]`` per gate block) give the three sigmoid gates and
+      the ``tanh`` candidate at once, instead of a TANH and three LOGISTICs.
+
+    The weight concatenation and scaling are constant-folded at conversion,
+    so each layer is 11 TFLite ops (CONCATENATION, FULLY_CONNECTED, TANH, MUL,
+    ADD, SPLIT, then ``c' = f c + i g``, ``h' = o tanh(c')``), all of which
+    XNNPACK takes: the stack runs as one delegate partition. Same numbers as
+    :meth:`cell` up to float rounding.
     """
-    z = tf.matmul(tf.concat([x, h], axis=-1),
-                  tf.concat([self.kernel, self.recurrent_kernel], axis=0)) + self.bias
-    return self.gates(z, c)
+    scale, shift = self._gate_affine()
+    weight = tf.concat([self.kernel, self.recurrent_kernel], axis=0) * scale
+    z = tf.matmul(tf.concat([x, h], axis=-1), weight) + self.bias * scale
+    i, f, g, o = tf.split(tf.tanh(z) * scale + shift, 4, axis=-1)
+    c = f * c + i * g
+    h = o * tf.tanh(c)
+    return h, c
+
+  def _gate_affine(self) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-column ``scale`` and ``shift`` (``[4H]``) turning ``tanh`` into the gates."""
+    blocks = tf.constant([[0.5, 0.5, 1.0, 0.5], [0.5, 0.5, 0.0, 0.5]], self.bias.dtype)
+    scale, shift = tf.unstack(tf.repeat(blocks, self.units, axis=1))
+    return scale, shift
 
   def call(self, inputs, training=None):
     x, h, c = inputs
@@ -130,9 +152,15 @@ class LSTM(keras.layers.Layer):
     """``[outputs, h, c]`` over the steps of ``x`` (no dropout)."""
     batch = tf.shape(x)[0]
     steps_static = x.shape[1]
-    if steps_static == 1 and self._fusable():
-      h, c = self.fused_step(x[:, 0], h, c)
-      return [h[:, None], h, c]
+    if steps_static == 1:
+      # One step (the step model): reshapes only, which fold into each other
+      # between layers, instead of slicing x[:, 0] and stacking h[:, None].
+      x = tf.reshape(x, [-1, self.input_dim])
+      if self._fusable():
+        h, c = self.fused_step(x, h, c)
+      else:
+        h, c = self.cell(self.input_projection(x) + self.bias, h, c)
+      return [tf.reshape(h, [-1, 1, self.units]), h, c]
     z_x = self.input_projection(tf.reshape(x, [-1, self.input_dim])) + self.bias
     z_x = tf.reshape(z_x, tf.stack([batch, tf.shape(x)[1], 4 * self.units]))
     if steps_static is not None:
