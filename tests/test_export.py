@@ -8,6 +8,7 @@ from tflm_compress import export, testing
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
 from tflm_compress.export.meta import ModelMeta
+from tflm_compress.layers import LSTM
 from tflm_compress.models import ModelConfig, build_language_model
 
 # Ops a step model of the baseline lowers to; anything else (WHILE, the fused
@@ -58,6 +59,21 @@ def test_quantized_sizes_and_ops(converted):
   assert report["FULLY_CONNECTED"] == {"int8": 3}
   dynamic = inspect_tflite.quantization_report(inspect_tflite.parse(converted["dynamic"]))
   assert dynamic["FULLY_CONNECTED"] == {"int8_weights": 3}
+
+
+def test_float_modes_take_tanh_gates_and_int8_keeps_logistic_gates(converted, tiny_model):
+  # Float: one TANH for the four gates and one for the cell per layer (2 layers).
+  # int8: a LOGISTIC per sigmoid gate, each quantized on its own [0, 1] range.
+  for quantize in ("none", "dynamic", "float16"):
+    ops = inspect_tflite.op_names(inspect_tflite.parse(converted[quantize]))
+    assert "LOGISTIC" not in ops and ops.count("TANH") == 4, (quantize, ops)
+  ops = inspect_tflite.op_names(inspect_tflite.parse(converted["int8"]))
+  assert ops.count("LOGISTIC") == 6 and ops.count("TANH") == 4, ops
+  # The int8 export's setting does not stay on the model.
+  lstms = [layer for layer in tiny_model.layers if isinstance(layer, LSTM)]
+  assert len(lstms) == 2 and all(layer.step_gates == "tanh" for layer in lstms)
+  with pytest.raises(UserError, match="gates='relu'"):
+    export.make_step_function(build_language_model(ModelConfig(vocab_size=10), seed=0), "relu")
 
 
 def test_bytes_by_group_accounts_for_every_weight(tiny_model, converted):

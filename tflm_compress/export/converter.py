@@ -63,7 +63,9 @@ def convert_step_model(model: keras.Model, quantize: str = "none",
     raise UserError(f"--quantize={quantize!r}; use one of {QUANTIZE_MODES}")
   if quantize == "int8" and calibration is None:
     raise UserError("--quantize=int8 needs representative data (the training corpus)")
-  concrete = make_step_function(model)
+  # Full-integer int8 keeps one LOGISTIC per sigmoid gate (each quantized on its
+  # own [0, 1] range); the float modes take the fewer-op TANH gates.
+  concrete = make_step_function(model, gates="logistic" if quantize == "int8" else "tanh")
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
   converter.allow_custom_ops = False

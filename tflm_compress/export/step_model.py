@@ -12,6 +12,8 @@ Signature (``serving_default``): inputs ``token`` int32 ``[1]``, then ``h{i}``,
 ``h{i}_out``, ``c{i}_out``.
 """
 
+import contextlib
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -65,8 +67,31 @@ def vocab_size_of(model: keras.Model) -> int:
   return int(model.outputs[0].shape[-1])
 
 
-def make_step_function(model: keras.Model) -> tf.types.experimental.ConcreteFunction:
-  """The step graph of ``model`` as a concrete function with stable names."""
+STEP_GATES = ("tanh", "logistic")
+
+
+@contextlib.contextmanager
+def _lstm_step_gates(model: keras.Model, gates: str):
+  """Sets ``step_gates`` on every package LSTM of ``model`` while tracing."""
+  if gates not in STEP_GATES:
+    raise UserError(f"gates={gates!r}; use one of {STEP_GATES}")
+  lstms = [m for m in model.submodules if isinstance(m, LSTM)]
+  for layer in lstms:
+    layer.step_gates = gates
+  try:
+    yield
+  finally:
+    for layer in lstms:
+      del layer.step_gates  # Back to the class default.
+
+
+def make_step_function(model: keras.Model, gates: str = "tanh"
+                       ) -> tf.types.experimental.ConcreteFunction:
+  """The step graph of ``model`` as a concrete function with stable names.
+
+  ``gates``: how plain LSTM layers compute their gates (``LSTM.step_gates``):
+  ``"tanh"`` (fewest ops, float exports) or ``"logistic"`` (int8).
+  """
   check_exportable(model)
   names, sizes = state_layout(model)
   specs = [tf.TensorSpec([1], tf.int32, TOKEN_INPUT)]
@@ -80,4 +105,5 @@ def make_step_function(model: keras.Model) -> tf.types.experimental.ConcreteFunc
       result[f"{name}_out"] = state
     return result
 
-  return step.get_concrete_function()
+  with _lstm_step_gates(model, gates):
+    return step.get_concrete_function()
