@@ -518,8 +518,11 @@ def test_compare_files_times_side_by_side_and_counts_partitions(tiny_step_model_
         inspect_tflite.parse(open(tiny_step_model_path, "rb").read())))
     assert row["delegate_partitions"] == 1 and len(row["round_p50s"]) == 2
     assert row["ms_p50"] == pytest.approx(np.median(row["round_p50s"]))
-  assert rows[0]["speedup"] == 1.0
+    assert row["ms_best_round"] == min(row["round_p50s"])
+  assert rows[0]["speedup"] == rows[0]["speedup_best_round"] == 1.0
   assert rows[1]["speedup"] == pytest.approx(rows[0]["ms_p50"] / rows[1]["ms_p50"])
+  assert rows[1]["speedup_best_round"] == pytest.approx(
+      rows[0]["ms_best_round"] / rows[1]["ms_best_round"])
   with pytest.raises(UserError, match="b: TFLite model not found"):
     host.compare_files({"a": tiny_step_model_path, "b": str(tmp_path / "no.tflite")}, FAST, 1)
   with pytest.raises(UserError, match="--rounds=0"):

@@ -68,6 +68,9 @@ def test_compare_reports_params_and_speedup_relative_to_the_first(tmp_path):
   # 11 ops per layer and the input reshape; XNNPACK takes all of them in one partition.
   assert [(r["tflite_ops"], r["delegate_partitions"]) for r in rows] == [(23, 1), (23, 1)]
   assert rows[1]["speedup"] == pytest.approx(rows[0]["lstm_ms_p50"] / rows[1]["lstm_ms_p50"])
+  assert all(r["lstm_ms_best_round"] == min(r["round_p50s"]) for r in rows)
+  assert rows[1]["speedup_best_round"] == pytest.approx(
+      rows[0]["lstm_ms_best_round"] / rows[1]["lstm_ms_best_round"])
 
 
 def test_a_model_without_lstm_layers_is_refused(tmp_path):
