@@ -135,7 +135,7 @@ class LSTM(keras.layers.Layer):
     :meth:`cell` up to float rounding. With ``step_gates = "logistic"`` the
     gates are computed as in :meth:`gates` instead: in full-integer int8 the
     TANH form's extra multiply-add requantizes the sigmoid gates (PTB
-    ``small``: int8 test perplexity +1.55% vs +0.66% with LOGISTICs).
+    ``small``: int8 test perplexity +1.55% vs +0.67% with LOGISTICs).
     """
     weight = tf.concat([self.kernel, self.recurrent_kernel], axis=0)
     if self.step_gates == "logistic":
