@@ -33,10 +33,7 @@ flags.DEFINE_list("models", [], "NAME=model.keras pairs; the first is the refere
 flags.DEFINE_list("presets", [], "Instead of --models: preset sizes (small, medium, large), each "
                   "timed against its ISS-shrunk self.")
 flags.DEFINE_float("iss_keep", 0.5, "With --presets: fraction of each layer's units ISS keeps.")
-flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-flags.DEFINE_integer("runs", 300, "Timed runs per round per model (at least).")
-flags.DEFINE_integer("rounds", 5, "Interleaved rounds (A, B, A, B, ...).")
-flags.DEFINE_string("output_json", "", "Write the rows here too.")
+cli.define_interleaved_timing_flags(runs=300, per="model")
 
 
 def main(argv):

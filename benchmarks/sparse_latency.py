@@ -24,10 +24,7 @@ from tflm_compress.models import load_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A pruned (stripped) model.keras.")
-flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-flags.DEFINE_integer("runs", 300, "Timed runs per round per flavour (at least).")
-flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
-flags.DEFINE_string("output_json", "", "Write the rows here too.")
+cli.define_interleaved_timing_flags(runs=300, per="flavour")
 flags.mark_flag_as_required("model")
 
 

@@ -21,10 +21,7 @@ from tflm_compress.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", [], "NAME=FILE.tflite pairs; the first is the reference.")
-flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-flags.DEFINE_integer("runs", 1000, "Timed runs per round per file (at least).")
-flags.DEFINE_integer("rounds", 5, "Interleaved rounds (A, B, A, B, ...).")
-flags.DEFINE_string("output_json", "", "Write the rows here too.")
+cli.define_interleaved_timing_flags(runs=1000, per="file")
 
 
 def main(argv):

@@ -3,7 +3,7 @@
 import sys
 from typing import Callable
 
-from absl import app
+from absl import app, flags
 
 from tflm_compress.errors import UserError
 
@@ -37,3 +37,12 @@ def parse_named_paths(pairs: list[str], flag: str = "--models") -> dict[str, str
       raise UserError(f"{flag} names {name!r} twice")
     parsed[name] = path
   return parsed
+
+
+def define_interleaved_timing_flags(runs: int, per: str) -> None:
+  """``--threads``, ``--runs``, ``--rounds``, ``--output_json`` of the side-by-side
+  latency benchmarks (``per``: what one timed run is of, e.g. "model")."""
+  flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+  flags.DEFINE_integer("runs", runs, f"Timed runs per round per {per} (at least).")
+  flags.DEFINE_integer("rounds", 5, "Interleaved rounds (A, B, A, B, ...).")
+  flags.DEFINE_string("output_json", "", "Write the rows here too.")
