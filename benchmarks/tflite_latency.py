@@ -7,9 +7,9 @@ Each file is timed in interleaved rounds (A, B, A, B, ...) with the host
 benchmark on fixed inputs (``host.benchmark_fixed_inputs``: seeded floats,
 zero integers, set once), so machine noise hits all of them alike; the figures
 are the median and the minimum over rounds of each round's p50 (each round is
-a new interpreter, and interpreters of one file differ by up to ~20% here). Also printed per file: bytes,
-TFLite ops, and the XNNPACK partitions LiteRT cut it into. The first file is
-the reference of the speedup column.
+a new interpreter, and interpreters of one file differ by up to ~20% here).
+Also printed per file: bytes, TFLite ops, and the XNNPACK partitions LiteRT
+cut it into. The first file is the reference of the speedup columns.
 """
 
 from absl import flags

@@ -172,8 +172,9 @@ STEP_GRAPH_PARTITIONS = {"none": 1, "dynamic": 1, "float16": 2, "int8": 2}
 @pytest.mark.parametrize("quantize", export.QUANTIZE_MODES)
 def test_step_graph_xnnpack_partitions(converted, quantize):
   # No LOGISTIC-split gates and no STRIDED_SLICE glue: XNNPACK takes the LSTMs whole.
-  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-  from tflm_compress.benchmark.host import delegate_partitions  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from ai_edge_litert.interpreter import Interpreter
+  from tflm_compress.benchmark.host import delegate_partitions
 
   interpreter = Interpreter(model_content=converted[quantize])
   interpreter.allocate_tensors()
