@@ -324,7 +324,7 @@ def compare_files(paths: dict[str, str], settings: BenchmarkSettings, rounds: in
   ``ms_best_round`` (their minimum), ``speedup`` and ``speedup_best_round``
   (the first file's figure / this one's). Each round builds a new
   interpreter, and the same file's p50 differs between interpreters by up to
-  ~20% on this host (where its buffers land in memory), so the median and the
+  ~20% on this host (probably where its buffers land), so the median and the
   best round are both reported.
   """
   check_rounds(rounds)
