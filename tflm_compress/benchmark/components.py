@@ -9,22 +9,19 @@ the top layer's ``h`` and the new states), with the model's own LSTM layers, so
 it lowers to the same builtins as in the full export.
 :func:`compare_lstm_latency` times several models' stacks in interleaved
 rounds (A, B, A, B, ...) with the host benchmark, so machine noise hits all
-of them alike (``host.interleaved_p50s``); each model's figure is the median
-over rounds of its per-round p50.
+of them alike (``host.compare_files``); each model's figures are the median
+and the minimum over rounds of its per-round p50.
 """
 
 import os
-import statistics
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from tflm_compress import io_utils
-from tflm_compress.benchmark.host import (BenchmarkSettings, check_rounds, delegate_partitions_of,
-                                          interleaved_p50s)
+from tflm_compress.benchmark.host import BenchmarkSettings, check_rounds, compare_files
 from tflm_compress.errors import UserError
-from tflm_compress.export import inspect_tflite
 from tflm_compress.export.step_model import state_layout
 from tflm_compress.models.config import get_preset
 from tflm_compress.models.lstm_lm import build_language_model, lstm_name
@@ -105,27 +102,22 @@ def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
     raise UserError("no models to compare")
   check_rounds(rounds)  # Before any conversion.
   io_utils.makedirs(workdir)
-  paths, op_counts = {}, {}
+  paths = {}
   for name, model in models.items():
     paths[name] = os.path.join(workdir, f"{name}_lstm_stack.tflite")
-    model_bytes = lstm_stack_tflite(model)
-    op_counts[name] = len(inspect_tflite.op_names(inspect_tflite.parse(model_bytes)))
-    io_utils.atomic_write_bytes(paths[name], model_bytes)
-  p50s = interleaved_p50s(paths, settings, rounds)
+    io_utils.atomic_write_bytes(paths[name], lstm_stack_tflite(model))
+  timed = compare_files(paths, settings, rounds)
   rows = []
-  for name, model in models.items():
+  for (name, model), file_row in zip(models.items(), timed):
     rows.append({"name": name, "hidden_sizes": lstm_state_sizes(model),
-                 "lstm_params": lstm_params(model),
-                 "tflite_bytes": os.path.getsize(paths[name]), "tflite_ops": op_counts[name],
-                 "delegate_partitions": delegate_partitions_of(paths[name],
-                                                               settings.num_threads),
-                 "lstm_ms_p50": statistics.median(p50s[name]),
-                 "lstm_ms_best_round": min(p50s[name]), "round_p50s": p50s[name]})
-  first = rows[0]
+                 "lstm_params": lstm_params(model), "tflite_bytes": file_row["bytes"],
+                 "tflite_ops": file_row["tflite_ops"],
+                 "delegate_partitions": file_row["delegate_partitions"],
+                 "lstm_ms_p50": file_row["ms_p50"], "lstm_ms_best_round": file_row["ms_best_round"],
+                 "round_p50s": file_row["round_p50s"], "speedup": file_row["speedup"],
+                 "speedup_best_round": file_row["speedup_best_round"]})
   for row in rows:
-    row["param_reduction"] = first["lstm_params"] / row["lstm_params"]
-    row["speedup"] = first["lstm_ms_p50"] / row["lstm_ms_p50"]
-    row["speedup_best_round"] = first["lstm_ms_best_round"] / row["lstm_ms_best_round"]
+    row["param_reduction"] = rows[0]["lstm_params"] / row["lstm_params"]
   return rows
 
 
