@@ -51,8 +51,10 @@ def main(argv):
   rows = []
   with tempfile.TemporaryDirectory() as workdir:
     for models in groups:
-      rows += compare_lstm_latency(models, workdir, settings, rounds=FLAGS.rounds)
-  result.update({"settings": settings.to_dict(), "rounds": FLAGS.rounds, "rows": rows})
+      rows += compare_lstm_latency(models, workdir, settings, rounds=FLAGS.rounds,
+                                   timer=FLAGS.timer)
+  result.update({"settings": settings.to_dict(), "rounds": FLAGS.rounds, "timer": FLAGS.timer,
+                 "rows": rows})
   if FLAGS.output_json:
     io_utils.atomic_write_json(FLAGS.output_json, result)
   print("| model | LSTM hidden | LSTM params | param reduction | TFLite ops | XNNPACK partitions "

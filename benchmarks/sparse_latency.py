@@ -40,10 +40,11 @@ def main(argv):
       if rows[name].get("loads_in_litert"):
         paths[name] = os.path.join(workdir, f"{name}.tflite")
         io_utils.atomic_write_bytes(paths[name], model_bytes)
-    p50s = interleaved_p50s(paths, settings, FLAGS.rounds)
+    p50s = interleaved_p50s(paths, settings, FLAGS.rounds, FLAGS.timer)
   for name, values in p50s.items():
     rows[name].update(ms_p50=statistics.median(values), round_p50s=values)
   result = {"model": FLAGS.model, "settings": settings.to_dict(), "rounds": FLAGS.rounds,
+            "timer": FLAGS.timer,
             "flavours": rows}
   if FLAGS.output_json:
     io_utils.atomic_write_json(FLAGS.output_json, result)

@@ -29,10 +29,11 @@ def main(argv):
   if not FLAGS.models:
     raise UserError("give --models=NAME=FILE.tflite,...")
   settings = BenchmarkSettings(num_threads=FLAGS.threads, num_runs=FLAGS.runs)
-  rows = compare_files(cli.parse_named_paths(FLAGS.models), settings, FLAGS.rounds)
+  rows = compare_files(cli.parse_named_paths(FLAGS.models), settings, FLAGS.rounds, FLAGS.timer)
   if FLAGS.output_json:
     io_utils.atomic_write_json(FLAGS.output_json, {"settings": settings.to_dict(),
-                                                   "rounds": FLAGS.rounds, "rows": rows})
+                                                   "rounds": FLAGS.rounds, "timer": FLAGS.timer,
+                                                   "rows": rows})
   print("| model | bytes | TFLite ops | XNNPACK partitions | ms p50 (median of rounds) | speedup "
         "| best round ms | speedup (best rounds) |")
   print("|---|---|---|---|---|---|---|---|")

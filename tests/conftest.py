@@ -69,3 +69,17 @@ def tiny_model(tiny_run):
   from tflm_compress.models import load_model  # pylint: disable=g-import-not-at-top
 
   return load_model(os.path.join(tiny_run[0], "model.keras"))
+
+
+@pytest.fixture(scope="session")
+def tiny_step_model_path(tmp_path_factory):
+  """An untrained one-layer step model (vocabulary 50, embedding and hidden 8) as ``.tflite``."""
+  from tflm_compress.export import convert_step_model  # pylint: disable=g-import-not-at-top
+  from tflm_compress.models import ModelConfig, build_language_model  # pylint: disable=g-import-not-at-top
+
+  model = build_language_model(ModelConfig(vocab_size=50, embedding_size=8, hidden_sizes=(8,)),
+                               seed=0)
+  path = str(tmp_path_factory.mktemp("tiny_step") / "model.tflite")
+  with open(path, "wb") as f:
+    f.write(convert_step_model(model))
+  return path

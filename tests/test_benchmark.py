@@ -16,8 +16,7 @@ from conftest import REPO_ROOT
 from tflm_compress.benchmark import android, floor, host, litert_tool, report, schema
 from tflm_compress.benchmark.schema import BenchmarkResult, LatencyStats
 from tflm_compress.errors import UserError
-from tflm_compress.export import TFLiteStepModel, convert_step_model, inspect_tflite
-from tflm_compress.models import ModelConfig, build_language_model
+from tflm_compress.export import TFLiteStepModel, inspect_tflite
 
 LOGS = os.path.join(REPO_ROOT, "tests", "data", "benchmark_logs")
 FAST = host.BenchmarkSettings(num_runs=200, min_secs=0.0, warmup_runs=5, warmup_min_secs=0.0)
@@ -273,16 +272,6 @@ def test_compare_to_floor_uses_p50_else_avg():
 
 
 # --- host runs on a tiny step model ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_step_model_path(tmp_path_factory):
-  model = build_language_model(ModelConfig(vocab_size=50, embedding_size=8, hidden_sizes=(8,)),
-                               seed=0)
-  path = str(tmp_path_factory.mktemp("tiny_step") / "model.tflite")
-  with open(path, "wb") as f:
-    f.write(convert_step_model(model))
-  return path
-
 
 def test_run_phase_counts_like_benchmark_model():
   run_phase = host._run_phase  # pylint: disable=protected-access

@@ -40,9 +40,12 @@ def parse_named_paths(pairs: list[str], flag: str = "--models") -> dict[str, str
 
 
 def define_interleaved_timing_flags(runs: int, per: str) -> None:
-  """``--threads``, ``--runs``, ``--rounds``, ``--output_json`` of the side-by-side
-  latency benchmarks (``per``: what one timed run is of, e.g. "model")."""
+  """``--threads``, ``--runs``, ``--rounds``, ``--timer``, ``--output_json`` of the
+  side-by-side latency benchmarks (``per``: what one timed run is of, e.g. "model")."""
   flags.DEFINE_integer("threads", 1, "Interpreter threads.")
   flags.DEFINE_integer("runs", runs, f"Timed runs per round per {per} (at least).")
   flags.DEFINE_integer("rounds", 5, "Interleaved rounds (A, B, A, B, ...).")
+  flags.DEFINE_enum("timer", "python", ["python", "native"],
+                    "python: Interpreter.invoke() timed from Python; native: "
+                    "LiteRtRunCompiledModel timed from C (no Python in the timed runs).")
   flags.DEFINE_string("output_json", "", "Write the rows here too.")

@@ -32,6 +32,7 @@ def build_text() -> str:
          '# pip (pyproject.toml), not from Bazel.', '',
          'package(default_visibility = ["//visibility:public"])', '',
          'py_library(', '    name = "tflm_compress",', '    srcs = glob(["tflm_compress/**/*.py"]),',
+         '    data = glob(["tflm_compress/**/*.c"]),',
          '    imports = ["."],', ')', '',
          'py_library(', '    name = "test_support",', '    testonly = True,',
          '    srcs = ["tests/conftest.py"],', '    imports = ["tests"],',

@@ -5,6 +5,9 @@ Modules:
 * ``schema``: :class:`BenchmarkResult`, the one result schema of every source.
 * ``host``: the host benchmark with the LiteRT interpreter, measured the way
   TFLite's ``benchmark_model`` measures (imports TensorFlow).
+* ``native``: the same fixed-inputs timing without Python in the timed runs:
+  a small C program (``native/litert_run_timer.c``, compiled on first use)
+  times ``LiteRtRunCompiledModel`` through the ``libLiteRt.so`` of ai-edge-litert.
 * ``litert_tool``: LiteRT's ``litert-benchmark`` tool on the same model.
 * ``floor``: FLOPs and weight bytes per token from the graph, and a
   single-``FULLY_CONNECTED`` reference of the same cost (imports TensorFlow to

@@ -88,7 +88,7 @@ def lstm_stack_tflite(model: keras.Model) -> bytes:
 
 def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
                          settings: BenchmarkSettings = BenchmarkSettings(),
-                         rounds: int = 3) -> list[dict]:
+                         rounds: int = 3, timer: str = "python") -> list[dict]:
   """Times each model's LSTM stack, interleaved over ``rounds``; one row per model.
 
   Rows (in the order given): ``name``, ``hidden_sizes``, ``lstm_params``,
@@ -96,7 +96,8 @@ def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
   ``host.delegate_partitions``), ``lstm_ms_p50`` (median over rounds),
   ``lstm_ms_best_round`` (minimum over rounds), ``round_p50s``, and relative to
   the first model: ``param_reduction`` (its params / these), ``speedup`` and
-  ``speedup_best_round`` (its ms / these).
+  ``speedup_best_round`` (its ms / these). ``timer``: ``python`` or ``native``
+  (``host.fixed_inputs_benchmark``).
   """
   if not models:
     raise UserError("no models to compare")
@@ -106,7 +107,7 @@ def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
   for name, model in models.items():
     paths[name] = os.path.join(workdir, f"{name}_lstm_stack.tflite")
     io_utils.atomic_write_bytes(paths[name], lstm_stack_tflite(model))
-  timed = compare_files(paths, settings, rounds)
+  timed = compare_files(paths, settings, rounds, timer)
   rows = []
   for (name, model), file_row in zip(models.items(), timed):
     rows.append({"name": name, "hidden_sizes": lstm_state_sizes(model),

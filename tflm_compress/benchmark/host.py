@@ -298,16 +298,32 @@ def benchmark_fixed_inputs(model_path: str, settings: BenchmarkSettings = Benchm
                                         "zero integers, set once"})
 
 
+TIMERS = ("python", "native")
+
+
+def fixed_inputs_benchmark(timer: str) -> Callable[[str, BenchmarkSettings], BenchmarkResult]:
+  """The fixed-inputs benchmark of ``timer``: ``python`` times ``Interpreter.invoke()``
+  from Python (:func:`benchmark_fixed_inputs`), ``native`` times
+  ``LiteRtRunCompiledModel`` from C (:func:`native.benchmark_native`)."""
+  if timer == "python":
+    return benchmark_fixed_inputs
+  if timer == "native":
+    from tflm_compress.benchmark import native
+    return native.benchmark_native
+  raise UserError(f"--timer={timer!r}; use one of {', '.join(TIMERS)}")
+
+
 def interleaved_p50s(paths: dict[str, str], settings: BenchmarkSettings = BenchmarkSettings(),
-                     rounds: int = 3) -> dict[str, list[float]]:
+                     rounds: int = 3, timer: str = "python") -> dict[str, list[float]]:
   """Per-round p50 (ms) of each ``.tflite`` of ``paths`` (name -> file), timed in
-  interleaved rounds (A, B, A, B, ...) with :func:`benchmark_fixed_inputs`, so
-  machine noise hits all of them alike."""
+  interleaved rounds (A, B, A, B, ...) with :func:`fixed_inputs_benchmark`
+  of ``timer``, so machine noise hits all of them alike."""
   check_rounds(rounds)
+  benchmark = fixed_inputs_benchmark(timer)
   p50s = {name: [] for name in paths}
   for _ in range(rounds):
     for name, path in paths.items():
-      p50s[name].append(benchmark_fixed_inputs(path, settings).latency_ms.p50)
+      p50s[name].append(benchmark(path, settings).latency_ms.p50)
   return p50s
 
 
@@ -316,7 +332,8 @@ def check_rounds(rounds: int) -> None:
     raise UserError(f"--rounds={rounds}; must be >= 1")
 
 
-def compare_files(paths: dict[str, str], settings: BenchmarkSettings, rounds: int) -> list[dict]:
+def compare_files(paths: dict[str, str], settings: BenchmarkSettings, rounds: int,
+                  timer: str = "python") -> list[dict]:
   """Times ``.tflite`` files (name -> path) side by side with :func:`interleaved_p50s`.
 
   One row per file, in order: ``name``, ``path``, ``bytes``, ``tflite_ops``,
@@ -325,9 +342,10 @@ def compare_files(paths: dict[str, str], settings: BenchmarkSettings, rounds: in
   (the first file's figure / this one's). Each round builds a new
   interpreter, and the same file's p50 differs between interpreters by up to
   ~20% on this host (probably where its buffers land), so the median and the
-  best round are both reported.
+  best round are both reported. ``timer``: see :func:`fixed_inputs_benchmark`.
   """
   check_rounds(rounds)
+  fixed_inputs_benchmark(timer)  # Checked before any file is read.
   rows = []
   for name, path in paths.items():
     if not os.path.isfile(path):
@@ -336,7 +354,7 @@ def compare_files(paths: dict[str, str], settings: BenchmarkSettings, rounds: in
       ops = inspect_tflite.op_names(inspect_tflite.parse(f.read(), path))
     rows.append({"name": name, "path": path, "bytes": os.path.getsize(path), "tflite_ops": len(ops),
                  "delegate_partitions": delegate_partitions_of(path, settings.num_threads)})
-  p50s = interleaved_p50s(paths, settings, rounds)
+  p50s = interleaved_p50s(paths, settings, rounds, timer)
   for row in rows:
     row["round_p50s"] = p50s[row["name"]]
     row["ms_p50"] = statistics.median(row["round_p50s"])

@@ -1,7 +1,8 @@
 """The one result schema shared by every benchmark source.
 
 A :class:`BenchmarkResult` is what a host run with the LiteRT interpreter
-(``host-litert``), a run of LiteRT's ``litert-benchmark`` tool
+(``host-litert``), a native host run through LiteRT's C API
+(``host-litert-native``), a run of LiteRT's ``litert-benchmark`` tool
 (``litert-benchmark``) and a parsed log of TFLite's ``benchmark_model`` on a
 phone (``android-benchmark_model``) all turn into, so reports compare them key
 for key. A figure a source does not give is ``None`` (``null`` in JSON), never
@@ -19,7 +20,8 @@ import numpy as np
 SOURCE_HOST = "host-litert"
 SOURCE_LITERT_TOOL = "litert-benchmark"
 SOURCE_ANDROID = "android-benchmark_model"
-SOURCES = (SOURCE_HOST, SOURCE_LITERT_TOOL, SOURCE_ANDROID)
+SOURCE_HOST_NATIVE = "host-litert-native"
+SOURCES = (SOURCE_HOST, SOURCE_HOST_NATIVE, SOURCE_LITERT_TOOL, SOURCE_ANDROID)
 
 LATENCY_KEYS = ("min", "p5", "p50", "p95", "max", "avg", "std")
 
@@ -71,7 +73,8 @@ class BenchmarkResult:
   """Latency and memory of one model under one runtime.
 
   Attributes:
-    source: ``host-litert``, ``litert-benchmark`` or ``android-benchmark_model``.
+    source: ``host-litert``, ``host-litert-native``, ``litert-benchmark`` or
+      ``android-benchmark_model``.
     model: the model file as the source named it.
     model_bytes: size of the ``.tflite`` in bytes.
     threads: CPU threads the runtime was given (``None``: the runtime's default).
