@@ -5,6 +5,7 @@
       --output_json=docs/results/ptb_small_iss_lstm_latency.json
 
   python benchmarks/lstm_latency.py --presets=small,medium,large --iss_keep=0.5
+  python benchmarks/lstm_latency.py --presets=small --iss_keep=0.04,0.25,0.5,0.75 --timer=native
 
 Each model's LSTM layers are cut out as their own one-step ``.tflite`` (one
 embedded token and the states in, top ``h`` and the states out) and timed in
@@ -13,9 +14,10 @@ of the speedup and parameter-reduction columns.
 
 ``--presets`` instead times, per preset size, the LSTM stack of a model of
 that architecture (random weights: latency does not depend on the values)
-against the same model after ISS surgery keeping ``--iss_keep`` of each
-layer's units: how the speedup of the same relative cut grows with the size
-once the fixed cost per op stops dominating.
+against the same model after ISS surgery keeping each ``--iss_keep``
+fraction of each layer's units: how the speedup of the same relative cut
+grows with the size once the fixed cost per op stops dominating, and, with
+several fractions, how the latency of one size falls with the units kept.
 """
 
 import tempfile
@@ -24,7 +26,7 @@ from absl import flags
 
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import cli, io_utils
-from tflm_compress.benchmark.components import compare_lstm_latency, preset_iss_pair
+from tflm_compress.benchmark.components import compare_lstm_latency, preset_iss_models
 from tflm_compress.benchmark.host import BenchmarkSettings
 from tflm_compress.models import load_model
 
@@ -32,7 +34,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("models", [], "NAME=model.keras pairs; the first is the reference.")
 flags.DEFINE_list("presets", [], "Instead of --models: preset sizes (small, medium, large), each "
                   "timed against its ISS-shrunk self.")
-flags.DEFINE_float("iss_keep", 0.5, "With --presets: fraction of each layer's units ISS keeps.")
+flags.DEFINE_list("iss_keep", ["0.5"], "With --presets: fractions of each layer's units ISS "
+                  "keeps, one shrunk model per fraction.")
 cli.define_interleaved_timing_flags(runs=300, per="model")
 
 
@@ -46,8 +49,9 @@ def main(argv):
     groups = [{name: load_model(path) for name, path in paths.items()}]
     result = {"models": paths}
   else:
-    groups = [preset_iss_pair(name, FLAGS.iss_keep) for name in FLAGS.presets]
-    result = {"presets": FLAGS.presets, "iss_keep": FLAGS.iss_keep}
+    keeps = cli.parse_floats("iss_keep", FLAGS.iss_keep)
+    groups = [preset_iss_models(name, keeps) for name in FLAGS.presets]
+    result = {"presets": FLAGS.presets, "iss_keep": keeps}
   rows = []
   with tempfile.TemporaryDirectory() as workdir:
     for models in groups:

@@ -527,3 +527,11 @@ def test_named_paths_flag_parsing():
                        (["a="], "entry 'a='"), (["a=1", "a=2"], "names 'a' twice")):
     with pytest.raises(UserError, match=message):
       cli.parse_named_paths(bad)
+
+
+def test_float_list_flag_parsing():
+  from tflm_compress import cli  # pylint: disable=g-import-not-at-top
+
+  assert cli.parse_floats("iss_keep", ["0.5", "1e-1", "2"]) == [0.5, 0.1, 2.0]
+  with pytest.raises(UserError, match="--iss_keep entry 'half' is not a number"):
+    cli.parse_floats("iss_keep", ["0.5", "half"])

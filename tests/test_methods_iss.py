@@ -206,6 +206,22 @@ def test_components_to_remove():
                                 [False, True, True, False, False])
 
 
+def test_units_multiple_rounds_the_survivors_up():
+  assert [iss.kept_units(c, 200, 1, 8) for c in (1, 8, 9, 99, 135, 197)] == [8, 8, 16, 104, 136,
+                                                                             200]
+  assert iss.kept_units(0, 6, 2, 1) == 2 and iss.kept_units(3, 5, 1, 8) == 5
+  norms = np.array([0.5, 0.001, 0.0, 2.0, 0.009])
+  # 2 survive the threshold; 4 are kept: the two top norms below it join them.
+  np.testing.assert_array_equal(iss.components_to_remove(norms, 0.01, 1, units_multiple=4),
+                                [False, False, True, False, False])
+  np.testing.assert_array_equal(iss.components_to_remove(norms, 0.01, 1, units_multiple=2),
+                                [False, True, True, False, True])
+  # Capped at the layer's size: everything stays, the zero group too.
+  assert not iss.components_to_remove(norms, 0.01, 1, units_multiple=8).any()
+  with pytest.raises(UserError, match="--iss_units_multiple=0; must be >= 1"):
+    iss.Config(iss_keep=0.5, iss_units_multiple=0)
+
+
 def test_threshold_zeroes_exactly_the_groups_below_it():
   model = _model()
   site = iss.sites(model)[1]
@@ -291,6 +307,21 @@ def test_slice_lstm_matches_the_masks():
   np.testing.assert_array_equal(b, bias[cols])
 
 
+def test_surgery_with_units_multiple_keeps_dead_units_and_the_outputs():
+  model = _model()
+  lstm0, lstm1 = iss.sites(model)
+  _zero_by_masks(lstm0, [0, 3, 4])
+  _zero_by_masks(lstm1, [1, 2, 5, 6])
+  expected = _outputs(model)
+  smaller = iss.strip_with(model, 0.0, 1, units_multiple=2)
+  # 3 live units each, rounded up to 4: one zero (dead) unit stays, the lowest index.
+  report = iss.report(smaller)
+  assert report["hidden_sizes"] == [4, 4]
+  assert report["layers"]["lstm_0"]["kept"] == [0, 1, 2, 5]
+  assert report["layers"]["lstm_1"]["kept"] == [0, 1, 3, 4]
+  np.testing.assert_allclose(_outputs(smaller)[0], expected[0], atol=1e-5)
+
+
 def test_strip_without_zero_groups_returns_the_model():
   model = _model()
   assert iss.strip_with(model, 1e-6, 1) is model
@@ -325,6 +356,14 @@ def test_keep_fraction_keeps_the_top_norm_units():
   # min_units wins over a small fraction.
   smaller = iss.compress(model, iss.Config(iss_keep=0.01, iss_min_units=2))
   assert iss.report(smaller)["hidden_sizes"] == [2, 2]
+
+
+def test_keep_fraction_rounds_up_to_the_units_multiple():
+  model = _model()
+  assert iss.report(iss.compress(model, iss.Config(iss_keep=0.5, iss_units_multiple=4))
+                    )["hidden_sizes"] == [4, 4]  # 3 -> 4, round(3.5) = 4
+  assert iss.report(iss.compress(model, iss.Config(iss_keep=0.5, iss_units_multiple=5))
+                    )["hidden_sizes"] == [5, 5]
 
 
 def test_a_second_surgery_reports_indices_of_the_original():

@@ -26,6 +26,17 @@ def reject_extra_args(argv: list[str]) -> None:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])} (flags start with --)")
 
 
+def parse_floats(flag: str, values: list[str]) -> list[float]:
+  """A comma-list flag's entries as floats; one clear error naming the flag and entry."""
+  parsed = []
+  for value in values:
+    try:
+      parsed.append(float(value))
+    except ValueError:
+      raise UserError(f"--{flag} entry {value!r} is not a number") from None
+  return parsed
+
+
 def parse_named_paths(pairs: list[str], flag: str = "--models") -> dict[str, str]:
   """``NAME=PATH`` flag entries, in order; one clear error for a malformed or repeated name."""
   parsed = {}

@@ -14,6 +14,7 @@ and the minimum over rounds of its per-round p50.
 """
 
 import os
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -122,13 +123,20 @@ def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
   return rows
 
 
-def preset_iss_pair(preset: str, keep: float) -> dict[str, keras.Model]:
-  """A preset's architecture (vocabulary 100, random weights) and its ISS-shrunk self.
+def preset_iss_models(preset: str, keeps: Sequence[float]) -> dict[str, keras.Model]:
+  """A preset's architecture (vocabulary 100, random weights), then its
+  ISS-shrunk selves keeping each fraction of ``keeps`` of every layer's units.
 
-  For timing how a relative cut of the LSTM units pays off at each size:
+  For timing how a relative cut of the LSTM units pays off at each size, and
+  how latency falls with the units kept (the fixed cost is what remains):
   latency does not depend on the weights' values.
   """
   from tflm_compress.methods import iss  # pylint: disable=g-import-not-at-top
 
+  if not keeps:
+    raise UserError("give at least one --iss_keep fraction")
   model = build_language_model(get_preset(preset).model.with_vocab_size(100), seed=0)
-  return {preset: model, f"{preset}_iss{keep:g}": iss.compress(model, iss.Config(iss_keep=keep))}
+  models = {preset: model}
+  for keep in keeps:
+    models[f"{preset}_iss{keep:g}"] = iss.compress(model, iss.Config(iss_keep=keep))
+  return models

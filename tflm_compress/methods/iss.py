@@ -78,6 +78,8 @@ FLAG_HELP = {
     "iss_threshold_every": "ISS: zero the components below --iss_threshold every this many "
                            "batches of fine-tuning (0 = only at the end).",
     "iss_min_units": "ISS: keep at least this many hidden units in each LSTM layer.",
+    "iss_units_multiple": "ISS: round each layer's kept units up to a multiple of this (8: "
+                          "hidden sizes XNNPACK's float kernels run at full speed; 1 = off).",
     "iss_keep": "ISS: remove at once all but this fraction of each LSTM layer's units, the "
                 "top-norm ones (a non-learned baseline; unset = learn with --iss_lambda).",
     "iss_group_weight": f"ISS: weight of each group norm in the regularizer: {GROUP_WEIGHTS} "
@@ -99,9 +101,17 @@ class Config:
     iss_threshold_every: batches between thresholding passes during
       fine-tuning (0 = only in ``strip``).
     iss_min_units: units kept per layer at least (>= 1).
+    iss_units_multiple: the kept units of each layer are rounded up to a
+      multiple of this (capped at the layer's size) by keeping the top-norm
+      components below the threshold too. On x86 XNNPACK's float GEMM runs a
+      gate matmul of ``4H`` columns at ~1.7x the time per weight when ``4H``
+      rounded up to 16 is an odd multiple of 16 (``docs/RESULTS.md``, session
+      5); ``H`` a multiple of 8 avoids it (and suits ARM's 8- and 16-wide
+      kernels). 1 = no rounding.
     iss_keep: if set, a fraction in (0, 1]: ``compress`` keeps the
       ``round(iss_keep * H)`` top-norm units of each layer (at least
-      ``iss_min_units``) and deletes the rest before fine-tuning.
+      ``iss_min_units``, rounded up to ``iss_units_multiple``) and deletes
+      the rest before fine-tuning.
     iss_group_weight: ``none`` (every group weighted 1) or ``sqrt_size``.
   """
 
@@ -109,6 +119,7 @@ class Config:
   iss_threshold: float = 1e-2
   iss_threshold_every: int = 1
   iss_min_units: int = 1
+  iss_units_multiple: int = 1
   iss_keep: float | None = None
   iss_group_weight: str = "none"
 
@@ -122,6 +133,9 @@ class Config:
                       "(0 = only at the end)")
     if self.iss_min_units < 1:
       raise UserError(f"--iss_min_units={self.iss_min_units}; must be >= 1")
+    if self.iss_units_multiple < 1:
+      raise UserError(f"--iss_units_multiple={self.iss_units_multiple}; must be >= 1 "
+                      "(1 = no rounding)")
     if self.iss_keep is not None and not 0.0 < self.iss_keep <= 1.0:
       raise UserError(f"--iss_keep={self.iss_keep}; must be in (0, 1] (a fraction of units)")
     if self.iss_group_weight not in GROUP_WEIGHTS:
@@ -216,19 +230,29 @@ def group_norms(kernel, recurrent_kernel, bias, consumer_kernel=None) -> tf.Tens
                   tf.zeros_like(sq))
 
 
-def components_to_remove(norms, threshold: float, min_units: int) -> np.ndarray:
+def kept_units(count: int, units: int, min_units: int = 1, units_multiple: int = 1) -> int:
+  """``count`` raised to ``min_units`` and rounded up to ``units_multiple``, at most ``units``."""
+  count = max(count, min_units)
+  return min(units, -(-count // units_multiple) * units_multiple)
+
+
+def components_to_remove(norms, threshold: float, min_units: int,
+                         units_multiple: int = 1) -> np.ndarray:
   """Bool ``[H]``: groups with norm below ``threshold`` (or exactly 0).
 
-  At least ``min_units`` survive: if fewer would, the top-norm ones of those
-  below the threshold are kept (ties: lower index first).
+  The survivors number at least ``min_units`` and a multiple of
+  ``units_multiple`` (or all ``H``): the top-norm ones of those below the
+  threshold make up the difference (ties: lower index first; a zero group
+  kept this way is a dead unit, and keeping it changes no output).
   """
   norms = np.asarray(norms, np.float64)
   remove = (norms < threshold) | (norms == 0)
-  keep_count = len(norms) - int(remove.sum())
-  if keep_count < min_units:
+  survivors = len(norms) - int(remove.sum())
+  keep_count = kept_units(survivors, len(norms), min_units, units_multiple)
+  if keep_count > survivors:
     order = np.argsort(-norms, kind="stable")
     remove = np.ones(len(norms), bool)
-    remove[order[:min(min_units, len(norms))]] = False
+    remove[order[:keep_count]] = False
   return remove
 
 
@@ -359,8 +383,9 @@ def zero_components(site: Site, remove) -> None:
 
 
 def apply_threshold(model: keras.Model, threshold: float, min_units: int,
-                    norms_fn=None) -> dict[str, np.ndarray]:
-  """Zeroes the components below ``threshold`` in every shrinkable layer.
+                    norms_fn=None, units_multiple: int = 1) -> dict[str, np.ndarray]:
+  """Zeroes the components below ``threshold`` in every shrinkable layer
+  (:func:`components_to_remove` chooses them).
 
   Args:
     norms_fn: optional ``() -> [norms per shrinkable site]`` (a compiled
@@ -374,7 +399,7 @@ def apply_threshold(model: keras.Model, threshold: float, min_units: int,
   removed = {}
   for site, norms in zip(shrinkable, all_norms):
     norms = np.asarray(norms)
-    remove = components_to_remove(norms, threshold, min_units)
+    remove = components_to_remove(norms, threshold, min_units, units_multiple)
     if np.any(norms[remove] > 0):  # Assign only when something changes.
       zero_components(site, remove)
     removed[site.lstm.name] = remove
@@ -391,14 +416,15 @@ class ThresholdCallback(keras.callbacks.Callback):
   """Zeroes the components below the threshold every ``every`` batches and at epoch ends.
 
   Args:
-    threshold, min_units: as :func:`apply_threshold`.
+    threshold, min_units, units_multiple: as :func:`apply_threshold`.
     every: batches between passes (0 = only at epoch ends).
   """
 
-  def __init__(self, threshold: float, min_units: int, every: int):
+  def __init__(self, threshold: float, min_units: int, every: int, units_multiple: int = 1):
     super().__init__()
     self.threshold = threshold
     self.min_units = min_units
+    self.units_multiple = units_multiple
     self.every = every
     self._norms_fn = None
 
@@ -409,7 +435,8 @@ class ThresholdCallback(keras.callbacks.Callback):
   def _apply(self):
     if self._norms_fn is None:  # Compiled once: per-batch eager ops would cost more.
       self._norms_fn = norms_function(self.model)
-    apply_threshold(self.model, self.threshold, self.min_units, self._norms_fn)
+    apply_threshold(self.model, self.threshold, self.min_units, self._norms_fn,
+                    self.units_multiple)
 
   def on_train_batch_begin(self, batch, logs=None):
     if self.every and batch % self.every == 0:
@@ -523,7 +550,8 @@ def compress(model: keras.Model, config: Config,
   for site in model_sites:
     if site.prunable:
       units = site.lstm.units
-      count = min(units, max(config.iss_min_units, int(round(config.iss_keep * units))))
+      count = kept_units(int(round(config.iss_keep * units)), units, config.iss_min_units,
+                         config.iss_units_multiple)
       keep[site.lstm.name] = top_components(site.norms().numpy(), count)
   return remove_components(model, keep)
 
@@ -534,15 +562,16 @@ def callbacks(model: keras.Model, config: Config) -> list:
   if config.iss_threshold_every == 0 or config.iss_threshold == 0:
     return []
   return [ThresholdCallback(config.iss_threshold, config.iss_min_units,
-                            config.iss_threshold_every)]
+                            config.iss_threshold_every, config.iss_units_multiple)]
 
 
-def strip_with(model: keras.Model, threshold: float, min_units: int) -> keras.Model:
+def strip_with(model: keras.Model, threshold: float, min_units: int,
+               units_multiple: int = 1) -> keras.Model:
   """Thresholds, then deletes every zero component (see :func:`remove_components`).
 
   Returns ``model`` itself when nothing is removed.
   """
-  removed = apply_threshold(model, threshold, min_units)
+  removed = apply_threshold(model, threshold, min_units, units_multiple=units_multiple)
   if not any(r.any() for r in removed.values()):
     return model
   return remove_components(model, {name: np.flatnonzero(~r) for name, r in removed.items()})
@@ -550,7 +579,7 @@ def strip_with(model: keras.Model, threshold: float, min_units: int) -> keras.Mo
 
 def strip(model: keras.Model, config: Config) -> keras.Model:
   """The last thresholding pass and the surgery: the smaller dense model."""
-  return strip_with(model, config.iss_threshold, config.iss_min_units)
+  return strip_with(model, config.iss_threshold, config.iss_min_units, config.iss_units_multiple)
 
 
 def report(model: keras.Model) -> dict:
