@@ -79,7 +79,9 @@ FLAG_HELP = {
                            "batches of fine-tuning (0 = only at the end).",
     "iss_min_units": "ISS: keep at least this many hidden units in each LSTM layer.",
     "iss_units_multiple": "ISS: round each layer's kept units up to a multiple of this (8: "
-                          "hidden sizes XNNPACK's float kernels run at full speed; 1 = off).",
+                          "hidden sizes XNNPACK's float kernels run at full speed; 1 = off). "
+                          "Give it to every ISS stage of a chain: a later stage without it "
+                          "zeroes and deletes the extra units again.",
     "iss_keep": "ISS: remove at once all but this fraction of each LSTM layer's units, the "
                 "top-norm ones (a non-learned baseline; unset = learn with --iss_lambda).",
     "iss_group_weight": f"ISS: weight of each group norm in the regularizer: {GROUP_WEIGHTS} "
@@ -107,7 +109,9 @@ class Config:
       gate matmul of ``4H`` columns at ~1.7x the time per weight when ``4H``
       rounded up to 16 is an odd multiple of 16 (``docs/RESULTS.md``, session
       5); ``H`` a multiple of 8 avoids it (and suits ARM's 8- and 16-wide
-      kernels). 1 = no rounding.
+      kernels). 1 = no rounding. The extra units are below the threshold, so a
+      later ISS stage (e.g. ``--iss_keep=1.0`` fine-tuning) run without the
+      same multiple zeroes and deletes them again.
     iss_keep: if set, a fraction in (0, 1]: ``compress`` keeps the
       ``round(iss_keep * H)`` top-norm units of each layer (at least
       ``iss_min_units``, rounded up to ``iss_units_multiple``) and deletes
