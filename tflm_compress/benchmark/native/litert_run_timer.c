@@ -19,12 +19,14 @@
  *
  * Prints one JSON object: init_ms (environment, model, compiled model,
  * buffers), the signature's input and output names, output_sums (the sum of
- * each float32 output after the last run, null for other types: what the
- * runs computed, for checking against another runtime), warmup_ns and
- * timed_ns (per run). Errors go to stderr, exit 1.
+ * each float32 output after the last run, for checking what the runs
+ * computed against another runtime; null for other types and non-finite
+ * sums, e.g. an output LiteRT never writes because it names the same tensor
+ * as another), warmup_ns and timed_ns (per run). Errors go to stderr, exit 1.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,7 +231,11 @@ static void print_output_sums(const Side* outputs) {
     const float* values = data;
     for (size_t k = 0; k < bytes / sizeof(float); ++k) sum += values[k];
     check(unlock(outputs->buffers[i]), "LiteRtUnlockTensorBuffer");
-    printf("%.9g", sum);
+    if (isfinite(sum)) {
+      printf("%.9g", sum);
+    } else {
+      printf("null"); /* JSON has no NaN; e.g. an output LiteRT never writes. */
+    }
   }
   printf("]");
 }
