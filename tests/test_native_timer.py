@@ -109,3 +109,25 @@ def test_harness_is_compiled_once_per_source(tmp_path, monkeypatch):
   mtime = os.path.getmtime(first)
   assert native.harness_binary() == first and os.path.getmtime(first) == mtime
   assert os.listdir(tmp_path / "cache") == [os.path.basename(first)]  # No partial files left.
+
+
+def test_non_finite_output_sums_are_null(tmp_path):
+  """JSON has no NaN: an output whose sum is not finite is reported as null."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  module = tf.Module()
+
+  @tf.function(input_signature=[tf.TensorSpec([1, 16], tf.float32, name="x")])
+  def log_of(x):
+    return {"log": tf.math.log(x), "square": x * x}  # Inputs in [-1, 1): log gives NaN.
+
+  module.log_of = log_of
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([log_of.get_concrete_function()],
+                                                              module)
+  path = tmp_path / "log.tflite"
+  path.write_bytes(converter.convert())
+  report = native.run_harness(str(path), min_runs=1, min_secs=0.0, warmup_runs=0,
+                              warmup_min_secs=0.0, seed=3)
+  sums = dict(zip(report["outputs"], report["output_sums"]))
+  assert sums["log"] is None
+  assert sums["square"] > 0
