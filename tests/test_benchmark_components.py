@@ -93,3 +93,5 @@ def test_preset_iss_models_shrink_each_layer_of_the_preset():
     components.preset_iss_models("small", [0.0])
   with pytest.raises(UserError, match="at least one --iss_keep"):
     components.preset_iss_models("small", [])
+  with pytest.raises(UserError, match="--iss_keep=0.5,0.5 repeats a fraction"):
+    components.preset_iss_models("small", [0.5, 0.5])

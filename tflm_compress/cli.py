@@ -5,6 +5,7 @@ from typing import Callable
 
 from absl import app, flags
 
+from tflm_compress.benchmark.schema import TIMERS
 from tflm_compress.errors import UserError
 
 
@@ -56,7 +57,7 @@ def define_interleaved_timing_flags(runs: int, per: str) -> None:
   flags.DEFINE_integer("threads", 1, "Interpreter threads.")
   flags.DEFINE_integer("runs", runs, f"Timed runs per round per {per} (at least).")
   flags.DEFINE_integer("rounds", 5, "Interleaved rounds (A, B, A, B, ...).")
-  flags.DEFINE_enum("timer", "python", ["python", "native"],
+  flags.DEFINE_enum("timer", "python", list(TIMERS),
                     "python: Interpreter.invoke() timed from Python; native: "
                     "LiteRtRunCompiledModel timed from C (no Python in the timed runs).")
   flags.DEFINE_string("output_json", "", "Write the rows here too.")

@@ -135,6 +135,8 @@ def preset_iss_models(preset: str, keeps: Sequence[float]) -> dict[str, keras.Mo
 
   if not keeps:
     raise UserError("give at least one --iss_keep fraction")
+  if len(set(keeps)) != len(keeps):
+    raise UserError(f"--iss_keep={','.join(f'{k:g}' for k in keeps)} repeats a fraction")
   model = build_language_model(get_preset(preset).model.with_vocab_size(100), seed=0)
   models = {preset: model}
   for keep in keeps:

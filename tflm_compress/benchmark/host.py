@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from tflm_compress.benchmark.schema import SOURCE_HOST, BenchmarkResult, LatencyStats
+from tflm_compress.benchmark.schema import SOURCE_HOST, TIMERS, BenchmarkResult, LatencyStats
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
 from tflm_compress.export.runtime import TFLiteStepModel
@@ -296,9 +296,6 @@ def benchmark_fixed_inputs(model_path: str, settings: BenchmarkSettings = Benchm
   return _measure(model_path, settings, loaded, nothing, nothing, extra={
       "kind": "fixed inputs", "inputs": f"uniform [-1, 1) floats (seed={settings.seed}), "
                                         "zero integers, set once"})
-
-
-TIMERS = ("python", "native")
 
 
 def fixed_inputs_benchmark(timer: str) -> Callable[[str, BenchmarkSettings], BenchmarkResult]:

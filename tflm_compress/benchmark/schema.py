@@ -23,6 +23,10 @@ SOURCE_ANDROID = "android-benchmark_model"
 SOURCE_HOST_NATIVE = "host-litert-native"
 SOURCES = (SOURCE_HOST, SOURCE_HOST_NATIVE, SOURCE_LITERT_TOOL, SOURCE_ANDROID)
 
+# How the side-by-side host benchmarks time a run: Interpreter.invoke() from
+# Python (host-litert), or LiteRtRunCompiledModel from C (host-litert-native).
+TIMERS = ("python", "native")
+
 LATENCY_KEYS = ("min", "p5", "p50", "p95", "max", "avg", "std")
 
 
