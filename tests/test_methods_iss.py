@@ -269,12 +269,17 @@ def test_callback_thresholds_during_training():
 
 # ----- Surgery --------------------------------------------------------------------------------
 
-def test_surgery_on_zeroed_groups_gives_identical_outputs():
+def _model_with_zeroed_units():
+  """The model with units 0, 3, 4 of lstm_0 and 1, 2, 5, 6 of lstm_1 zeroed, and its outputs."""
   model = _model()
   lstm0, lstm1 = iss.sites(model)
   _zero_by_masks(lstm0, [0, 3, 4])
   _zero_by_masks(lstm1, [1, 2, 5, 6])
-  expected = _outputs(model)
+  return model, _outputs(model)
+
+
+def test_surgery_on_zeroed_groups_gives_identical_outputs():
+  model, expected = _model_with_zeroed_units()
   smaller = iss.strip_with(model, 0.0, 1)
   assert smaller is not model
   assert [l.units for l in (smaller.get_layer("lstm_0"), smaller.get_layer("lstm_1"))] == [3, 3]
@@ -308,11 +313,7 @@ def test_slice_lstm_matches_the_masks():
 
 
 def test_surgery_with_units_multiple_keeps_dead_units_and_the_outputs():
-  model = _model()
-  lstm0, lstm1 = iss.sites(model)
-  _zero_by_masks(lstm0, [0, 3, 4])
-  _zero_by_masks(lstm1, [1, 2, 5, 6])
-  expected = _outputs(model)
+  model, expected = _model_with_zeroed_units()
   smaller = iss.strip_with(model, 0.0, 1, units_multiple=2)
   # 3 live units each, rounded up to 4: one zero (dead) unit stays, the lowest index.
   report = iss.report(smaller)
