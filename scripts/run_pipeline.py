@@ -6,8 +6,12 @@
   python scripts/run_pipeline.py --output_dir=runs/x --report_only        # merge finished variants
   python scripts/run_pipeline.py --output_dir=runs/x --max_bytes=2000000 --max_latency_ms=1
 
-Writes OUTPUT_DIR/results.{json,md}, pareto.png and, with a budget, best/ (a bundle
-for the Android demo). Stages resume: rerun the same command after an interruption.
+Besides the variants, every run fine-tunes the base model uncompressed with each
+variant's recipe (the controls, rows `control*`). Writes OUTPUT_DIR/results.{json,md},
+pareto.png and best/<budget>/: for 1/4, 1/10 and 1/20 of the baseline's fp32 bytes and
+the --max_bytes/--max_latency_ms budget, the bundle (for the Android demo) of the model
+of lowest validation perplexity that fits; the same answer is printed at the end.
+Stages resume: rerun the same command after an interruption.
 """
 
 import dataclasses
@@ -17,6 +21,7 @@ from absl import flags
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import artifacts, cli, distribute, io_utils, pipeline, report
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
+from tflm_compress.data.generated import MarkovWordSource
 from tflm_compress.export.converter import QUANTIZE_MODES
 from tflm_compress.models.config import PRESETS, get_preset
 from tflm_compress.training import Distillation
@@ -43,7 +48,8 @@ flags.DEFINE_enum("distill", "none", pipeline.DISTILL_MODES,
                   "with and without, the distilled one named NAME_kd).")
 flags.DEFINE_float("distill_alpha", 0.5, "Weight of the soft-target loss.")
 flags.DEFINE_float("distill_temperature", 2.0, "Distillation temperature.")
-flags.DEFINE_list("only", None, "Run only these variants (e.g. one per machine).")
+flags.DEFINE_list("only", None, "Run only these variants or controls (e.g. one per machine); "
+                  "the controls of their recipes run too.")
 flags.DEFINE_bool("report_only", False, "Only merge finished variants into the report.")
 flags.DEFINE_bool("rebenchmark", False,
                   "Re-time every finished export side by side in this process (e.g. on a quiet "
@@ -104,11 +110,11 @@ def main(argv):
     runner.run()
   if FLAGS.search:
     grid = pipeline.search_variants(runner.collect_rows(), config.variants, FLAGS.max_bytes,
-                                    FLAGS.max_latency_ms, config.eval_split)
+                                    FLAGS.max_latency_ms)
     if training:
       grid = tuple(runner.check_variants(list(grid), skip_invalid=True))
     print(f"search: {len(grid)} variants around the best within budget: "
-          f"{', '.join(v.name for v in grid) or '(none: the best is the baseline)'}")
+          f"{', '.join(v.name for v in grid) or '(none: the best is uncompressed)'}")
     config = dataclasses.replace(config, variants=config.variants + grid)
     if training and grid:
       make_runner(config, [v.name for v in grid]).run()
@@ -117,13 +123,17 @@ def main(argv):
     runner.rebenchmark()
   rows = runner.collect_rows()
   published = report.published_rows(corpus.source, FLAGS.config)
-  report.write(rows, output_dir, config.eval_split, published)
+  bound = (MarkovWordSource(corpus.generated_config).min_perplexity()
+           if corpus.generated_config is not None else None)
+  budgets = report.budgets(rows, FLAGS.max_bytes, FLAGS.max_latency_ms)
+  title = (f"Compression results: preset {FLAGS.config} on "
+           f"{'the generated corpus' if bound else corpus.source}")
+  results = report.write(rows, output_dir, config.eval_split, published, budgets, bound, title)
+  pipeline.export_bundles(results, output_dir)
   print(f"report: {output_dir}/results.md ({len(rows)} rows)")
+  print("\n".join(report.summary_lines(results, output_dir)))
   if FLAGS.max_bytes or FLAGS.max_latency_ms:
-    best = pipeline.export_best(rows, output_dir, FLAGS.max_bytes, FLAGS.max_latency_ms,
-                                config.eval_split)
-    print(f"best within budget: {best['name']} ({best['tflite_bytes']:,} bytes, "
-          f"{best[f'tflite_{config.eval_split}_ppl']:.2f} ppl) -> {output_dir}/best/")
+    report.select_best(rows, FLAGS.max_bytes, FLAGS.max_latency_ms)  # The error if none fits.
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tflm_compress import report, stages
+from tflm_compress import stages
 from tflm_compress.errors import UserError
 
 from conftest import REPO_ROOT
@@ -76,55 +76,11 @@ def test_a_dead_claim_is_taken_over(tmp_path):
   assert runner.run(str(folder), "s", {"a": 1}, lambda f: {"by": "me"}) == {"by": "me"}
 
 
-# ----- report -----
-ROWS = [
-    {"name": "baseline", "method": "baseline", "quantize": "none", "tflite_bytes": 1000,
-     "tflite_test_ppl": 100.0, "latency_ms_p50": 1.0},
-    {"name": "a", "method": "low_rank", "quantize": "none", "tflite_bytes": 400,
-     "tflite_test_ppl": 104.0, "latency_ms_p50": 0.5},
-    {"name": "b", "method": "low_rank", "quantize": "dynamic", "tflite_bytes": 200,
-     "tflite_test_ppl": 110.0, "latency_ms_p50": 0.6},
-    {"name": "c", "method": "tt", "quantize": "none", "tflite_bytes": 500,
-     "tflite_test_ppl": 105.0, "latency_ms_p50": 0.4},  # Larger and worse than a.
-]
-for _row in ROWS:  # The fields a pipeline row has besides those above.
-  _row.update({"params": _row["tflite_bytes"] // 4, "valid_ppl": 1.0, "test_ppl": 1.0,
-               "latency_floor_ratio": 1.5, "max_abs_logit_diff": 1e-6})
-
-
-def test_pareto_marks_on_a_hand_made_set():
-  assert report.pareto_flags(ROWS, "tflite_bytes", "tflite_test_ppl") == [True, True, True, False]
-  assert report.pareto_flags(ROWS, "latency_ms_p50", "tflite_test_ppl") == [True, True, False,
-                                                                             True]
-  rows = report.annotate(ROWS)
-  assert [r["name"] for r in rows] == ["b", "a", "c", "baseline"]  # By size.
-  assert rows[0]["compression"] == 5.0 and rows[1]["speedup"] == 2.0
-  assert rows[1]["ppl_vs_baseline"] == pytest.approx(0.04)
-
-
-def test_budget_selection():
-  assert report.select_best(ROWS, 450, None)["name"] == "a"
-  assert report.select_best(ROWS, None, 0.55)["name"] == "a"
-  assert report.select_best(ROWS, 250, None)["name"] == "b"
-  with pytest.raises(UserError, match="smallest is 200 bytes and the fastest 0.4 ms"):
-    report.select_best(ROWS, 100, None)
-
-
-def test_report_files(tmp_path):
-  out = report.write(ROWS, str(tmp_path), "test", report.published_rows("../data/ptb", "small"))
-  assert set(os.listdir(tmp_path)) == {"results.json", "results.md", "pareto.png"}
-  md = (tmp_path / "results.md").read_text()
-  assert md.count("\n| ") == 4 + 1 + 1  # 4 rows + published header + Zaremba row.
-  assert "Zaremba et al. 2014, small" in md and "114.5" in md
-  assert json.load(open(tmp_path / "results.json"))["rows"] == json.loads(
-      json.dumps(out["rows"]))
-
-
 # ----- end to end -----
 PIPELINE_FLAGS = ["--epochs=1", "--generated_tokens=6000", "--quantize=none,dynamic",
                   "--finetune_epochs=1", "--runs=20"]
-DETERMINISTIC = ("name", "method", "quantize", "params", "tflite_bytes", "test_ppl",
-                 "tflite_test_ppl", "valid_ppl")
+DETERMINISTIC = ("name", "method", "quantize", "control", "params", "tflite_bytes", "test_ppl",
+                 "tflite_test_ppl", "tflite_valid_ppl", "valid_ppl")
 
 
 def _pipeline(output_dir, *extra):
@@ -154,20 +110,106 @@ def test_fan_out_over_two_processes_equals_one_process(tmp_path):
   merged = _pipeline(tmp_path / "two", *flags, "--report_only", "--max_bytes=10000000")
   out, err = merged.communicate(timeout=300)
   assert merged.returncode == 0, err[-3000:]
-  assert "best within budget" in out
   assert _rows(tmp_path / "one") == _rows(tmp_path / "two")
-  assert len(_rows(tmp_path / "one")) == 6  # 3 models x 2 PTQ modes.
-  assert os.path.exists(tmp_path / "two" / "best" / "model.tflite")
+  # 3 models and the control of their one recipe (both processes needed it) x 2 PTQ modes.
+  assert len(_rows(tmp_path / "one")) == 8
+  assert {r["name"] for r in _rows(tmp_path / "one")} >= {"control", "control+dynamic"}
+  _check_answer(tmp_path / "two", out, "max_bytes_10000000", "your budget (<= 10,000,000 B)",
+                10_000_000)
   # Re-timing every export side by side keeps the rows and replaces the latencies.
   rebench = _pipeline(tmp_path / "two", *flags, "--rebenchmark")
   out, err = rebench.communicate(timeout=300)
   assert rebench.returncode == 0, err[-3000:]
-  assert out.count("re-benchmarked") == 6
+  assert out.count("re-benchmarked") == 8
   assert _rows(tmp_path / "two") == _rows(tmp_path / "one")
   # A rerun finds every stage up to date.
   again = _pipeline(tmp_path / "one", *flags)
   out, _ = again.communicate(timeout=300)
-  assert out.count("up to date") == 1 + 2 + 6 * 2 and "running" not in out
+  assert out.count("up to date") == 1 + 3 + 8 * 2 and "running" not in out
+
+
+def _check_answer(output_dir, stdout, user_budget, user_label, user_limit):
+  """The printed answer, results.md's and best/<budget>/: each a bundle of the budget's
+  best row by validation perplexity (ties to the smaller), loadable like any export."""
+  from tflm_compress.data.vocab import Vocabulary  # pylint: disable=g-import-not-at-top
+  from tflm_compress.export.meta import ModelMeta  # pylint: disable=g-import-not-at-top
+  from tflm_compress.export.runtime import TFLiteStepModel  # pylint: disable=g-import-not-at-top
+
+  results = json.load(open(os.path.join(output_dir, "results.json")))
+  rows = results["rows"]
+  base = next(r for r in rows if r["name"] == "baseline")
+  ref = min((r for r in rows if r["method"] in ("baseline", "control") and
+             r["quantize"] == "none"), key=lambda r: r["tflite_valid_ppl"])
+  assert results["reference"]["name"] == ref["name"]
+  assert f"Reference: {ref['name']} (valid {ref['tflite_valid_ppl']:.2f}" in stdout
+  md = open(os.path.join(output_dir, "results.md")).read()
+  assert md.startswith("# Compression results: preset tiny on the generated corpus\n")
+  assert f"Reference: **{ref['name']}**" in md and "Corpus bound: **161.53**" in md
+  budgets = [(f"size_1of{n}", base["tflite_bytes"] // n, f"1/{n} of the baseline") for n in
+             (4, 10, 20)] + [(user_budget, user_limit, user_label)]
+  assert [e["budget"]["name"] for e in results["summary"]] == [b[0] for b in budgets]
+  for (name, limit, label), entry in zip(budgets, results["summary"]):
+    fits = [r for r in rows if r["tflite_bytes"] <= limit]
+    folder = os.path.join(output_dir, "best", name)
+    if not fits:
+      assert entry["name"] is None and not os.path.exists(folder)
+      assert f"{label}" in stdout and f"| {label}" in md
+      continue
+    lowest = min(r["tflite_valid_ppl"] for r in fits)
+    tied = [r for r in fits if r["tflite_valid_ppl"] <= lowest * 1.001]
+    best = min(tied, key=lambda r: (r["tflite_bytes"], r["tflite_valid_ppl"]))
+    assert entry["name"] == best["name"] and entry["bundle"] == f"best/{name}"
+    assert f"{best['name']}  valid {best['tflite_valid_ppl']:.2f}" in stdout
+    assert f"-> {folder}/" in stdout and f"| {best['name']} |" in md
+    meta = ModelMeta.load(os.path.join(folder, "model_meta.json"))
+    step = TFLiteStepModel(os.path.join(folder, meta.model_file))
+    assert step.size_bytes == best["tflite_bytes"] and meta.quantization == best["quantize"]
+    assert len(Vocabulary.load(os.path.join(folder, meta.vocab_file))) == meta.vocab_size
+    assert json.load(open(os.path.join(folder, "best.json")))["row"]["name"] == best["name"]
+
+
+def _run_config(output_dir, name):
+  return json.load(open(os.path.join(output_dir, "variants", name, "model", "config.json")))
+
+
+def test_controls_are_fine_tuned_with_their_variants_recipe(tmp_path):
+  variants = tmp_path / "variants.json"
+  variants.write_text(json.dumps([
+      {"name": "lr4", "method": "low_rank", "params": {"rank": 4}},
+      {"name": "lr4_kd", "method": "low_rank", "params": {"rank": 4}, "distill": True,
+       "finetune_dropout": 0.2, "finetune_learning_rate": 0.002}]))
+  out_dir = tmp_path / "out"
+  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none")
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  rows = {r["name"]: r for r in json.load(open(out_dir / "results.json"))["rows"]}
+  # One control per recipe, plus the distilled recipe's undistilled one (its teacher).
+  assert sorted(rows) == ["baseline", "control", "control.lr0.002.do0.2",
+                          "control_kd.lr0.002.do0.2", "lr4", "lr4_kd"]
+  base = json.load(open(out_dir / "baseline" / "metrics.json"))
+  teacher = json.load(open(out_dir / "variants" / "control.lr0.002.do0.2" / "model" /
+                           "metrics.json"))
+  # The undistilled control beats the base model on validation, so it teaches.
+  assert teacher["valid_ppl"] < base["valid_ppl"]
+  teacher_model = str(out_dir / "variants" / "control.lr0.002.do0.2" / "model" / "model.keras")
+  for variant, control in (("lr4", "control"), ("lr4_kd", "control_kd.lr0.002.do0.2")):
+    mine, its = _run_config(out_dir, variant), _run_config(out_dir, control)
+    assert its["method"] == "control" and mine["method"] == "low_rank"
+    for key in ("train", "distillation", "finetune_dropout", "teacher_model", "base_model"):
+      assert mine.get(key) == its.get(key), key  # Same epochs, lr schedule, dropout, teacher.
+    assert rows[variant]["control"] == control and rows[control]["method"] == "control"
+    assert rows[variant]["ppl_vs_control"] == pytest.approx(
+        rows[variant]["tflite_test_ppl"] / rows[control]["tflite_test_ppl"] - 1, rel=1e-12)
+  kd, plain = _run_config(out_dir, "lr4_kd"), _run_config(out_dir, "lr4")
+  assert kd["train"]["epochs"] == 1 and kd["train"]["learning_rate"] == 0.002
+  assert plain["train"]["learning_rate"] == 0.01 / 4  # The tiny preset's lr / 4.
+  assert kd["finetune_dropout"] == 0.2 and "finetune_dropout" not in plain
+  assert kd["distillation"] == {"alpha": 0.5, "temperature": 2.0} and plain["distillation"] is None
+  assert kd["teacher_model"] == teacher_model and "teacher_model" not in plain
+  assert rows["lr4_kd"]["teacher"] == rows["control_kd.lr0.002.do0.2"]["teacher"] == (
+      "control.lr0.002.do0.2")
+  assert "teacher" not in rows["lr4"]
+  assert "| lr4_kd | low_rank, KD: control.lr0.002.do0.2 |" in open(out_dir / "results.md").read()
 
 
 def test_unknown_only_variant(tmp_path):
@@ -215,30 +257,37 @@ def test_search_grid_steps_around_the_best_configured_variant_within_budget():
   variants = (pipeline.Variant("lr32", "low_rank", {"rank": 32}),
               pipeline.Variant("p80", "prune", {"sparsity": 0.8}, finetune_epochs=2),
               pipeline.Variant("lr45", "low_rank", {"rank": 45}))
-  rows = [_row("baseline", 1000, 100.0), _row("lr32", 300, 104.0), _row("p80", 900, 101.0),
-          _row("lr45", 450, 103.0), _row("lr32.rank23", 200, 90.0)]
-  # Budget 500 bytes: lr45 is the best configured row that fits; rank 45 -> 32 exists already.
+  # (name, bytes, validation ppl, test ppl): validation and test disagree on purpose.
+  rows = [_row("baseline", 1000, 100.0, 100.0), _row("lr32", 300, 104.0, 95.0),
+          _row("p80", 900, 101.0, 103.0), _row("lr45", 450, 103.0, 99.0),
+          _row("lr32.rank23", 200, 90.0, 90.0), _row("control.e2", 1000, 99.0, 101.0)]
+  # Budget 500 bytes: lr45 is the best configured row on validation (lr32 on test);
+  # rank 45 -> 32 exists already.
   grid = pipeline.search_variants(rows, variants, 500, None)
   assert [(v.name, v.params) for v in grid] == [("lr45.rank64", {"rank": 64})]
-  # Budget 950: p80; sparsity steps +-0.05, keeping the variant's other settings.
+  # Budget 950: p80 on validation (lr32 on test); sparsity steps +-0.05, keeping the
+  # variant's other settings.
   grid = pipeline.search_variants(rows, variants, 950, None)
   assert [(v.name, v.params["sparsity"], v.finetune_epochs) for v in grid] == [
       ("p80.sparsity0.75", 0.75, 2), ("p80.sparsity0.85", 0.85, 2)]
-  # Only configured variants seed the grid (lr32.rank23 is a search row, not a seed).
-  assert pipeline.search_variants(rows, variants, 2000, None) == ()  # The baseline wins.
+  # Only configured variants seed the grid (lr32.rank23 is a search row, not a seed); an
+  # uncompressed model that wins leaves none (the control here: the baseline on test).
+  assert pipeline.search_variants(rows, variants, 2000, None) == ()
   with pytest.raises(UserError, match="no model meets --max_bytes=10"):
     pipeline.search_variants(rows, variants, 10, None)
 
 
-def _row(variant, size, ppl):
-  return {"name": variant, "variant": variant, "tflite_bytes": size, "tflite_test_ppl": ppl,
-          "latency_ms_p50": 1.0}
+def _row(variant, size, valid_ppl, test_ppl):
+  return {"name": variant, "variant": variant, "tflite_bytes": size,
+          "tflite_valid_ppl": valid_ppl, "tflite_test_ppl": test_ppl, "latency_ms_p50": 1.0}
 
 
 def test_search_runs_the_grid_and_reports_it(tmp_path):
   variants = tmp_path / "variants.json"
   variants.write_text(json.dumps([{"name": "lr4", "method": "low_rank", "params": {"rank": 4}}]))
-  flags = [f"--variants={variants}", "--quantize=none", "--max_bytes=100000000"]
+  # Smaller than the baseline and its control: the search seeds from lr4.
+  budget = 100_000
+  flags = [f"--variants={variants}", "--quantize=none", f"--max_bytes={budget}"]
   missing = _pipeline(tmp_path / "out", f"--variants={variants}", "--search")
   _, err = missing.communicate(timeout=120)
   assert missing.returncode == 1 and "--search needs a budget" in err
@@ -247,18 +296,9 @@ def test_search_runs_the_grid_and_reports_it(tmp_path):
   assert proc.returncode == 0, err[-3000:]
   assert "search: 2 variants around the best within budget: lr4.rank3, lr4.rank6" in out
   names = [r["name"] for r in _rows(tmp_path / "out")]
-  assert sorted(names) == ["baseline", "lr4", "lr4.rank3", "lr4.rank6"]
-  best = json.load(open(tmp_path / "out" / "best" / "best.json"))["row"]
-  assert best["tflite_test_ppl"] == min(r["tflite_test_ppl"] for r in _rows(tmp_path / "out"))
-
-
-def test_plot_axis_ends_at_three_times_the_baseline():
-  rows = [{"method": "baseline", "tflite_test_ppl": 100.0},
-          {"method": "cluster", "tflite_test_ppl": 800.0},
-          {"method": "low_rank", "tflite_test_ppl": 120.0}]
-  assert report._ppl_axis_top(rows, "tflite_test_ppl") == 300.0
-  assert report._ppl_axis_top(rows[1:], "tflite_test_ppl") == 800.0  # No baseline: all shown.
-  assert report._ppl_axis_top(rows[::2], "tflite_test_ppl") == 120.0
+  assert sorted(names) == ["baseline", "control", "lr4", "lr4.rank3", "lr4.rank6"]
+  _check_answer(tmp_path / "out", out, f"max_bytes_{budget}", f"your budget (<= {budget:,} B)",
+                budget)
 
 
 def test_finetune_dropout_of_the_variant_wins_and_is_hashed_only_when_set():

@@ -4,10 +4,22 @@ Data flows one way through stage folders under the output dir::
 
   baseline/                        the trained baseline (a run dir)
   variants/<variant>/model/        the compressed, fine-tuned model (a run dir)
+  variants/<control>/model/        a control: the base model fine-tuned, uncompressed
   variants/<variant>/<mode>/       bundle (model.tflite, model_meta.json, vocab.txt),
-                                   parity and perplexity on the .tflite
+                                   parity and perplexity (valid and test) on the .tflite
   variants/<variant>/<mode>/bench/ host benchmark and floor ratio
-  results.json, results.md, pareto.png, best/ (the bundle chosen for a budget)
+  results.json, results.md, pareto.png, best/<budget>/ (the bundle chosen per budget)
+
+**Controls.** Fine-tuning alone improves a base model (PTB ``small``, trained
+without dropout, gains 10% from three more epochs), so a compressed model is
+compared with the base model fine-tuned by exactly the same recipe
+(:class:`Recipe`: epochs, learning rate, dropout, distillation), uncompressed:
+one control per distinct recipe of the variants, named after how its recipe
+differs from the pipeline's (``control``, ``control.e6``, ``control_kd.do0.3``)
+and exported and measured like any variant (rows ``method: "control"``). A
+distilled recipe's teacher is its undistilled control when that beats the base
+model on validation (the row's ``teacher`` says which), for the variants and
+their control alike.
 
 Every stage is resumable and skipped when up to date (see
 :mod:`tflm_compress.stages`). ``only`` runs some variants (one per machine,
@@ -33,9 +45,10 @@ from tflm_compress.models.config import Preset
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models.lstm_lm import build_language_model, count_params, load_model
 from tflm_compress.training import (MODEL_FILE, VOCAB_FILE, Distillation, evaluate_perplexity,
-                                    train_language_model)
+                                    run_training, train_language_model)
 
-BASELINE = "baseline"
+BASELINE = report.BASELINE
+CONTROL = report.CONTROL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +146,121 @@ class PipelineConfig:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
       raise UserError(f"variant names must be unique (and not {BASELINE!r}): {dupes}")
+    reserved = sorted(n for n in names if is_control_name(n))
+    if reserved:
+      raise UserError(f"variant names {reserved}: names starting with {CONTROL!r} are the "
+                      "pipeline's controls; rename the variant")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How a model is fine-tuned: everything a variant and its control share.
+
+  Attributes:
+    epochs: fine-tuning epochs (0: none; the control of such a recipe is the
+      baseline itself).
+    learning_rate: the initial fine-tuning learning rate (decayed as
+      :func:`compression.finetune_config` does).
+    dropout: dropout on non-recurrent connections (None: the model's own).
+    distill: fine-tuned on a teacher's soft targets too.
+  """
+
+  epochs: int
+  learning_rate: float
+  dropout: float | None = None
+  distill: bool = False
+
+
+def is_control_name(name: str) -> bool:
+  return name == CONTROL or name.startswith((f"{CONTROL}_", f"{CONTROL}."))
+
+
+def recipe_of(config: PipelineConfig, variant: Variant) -> Recipe:
+  """The fine-tuning recipe of ``variant``: its own settings, else the pipeline's."""
+  def setting(name):
+    value = getattr(variant, f"finetune_{name}")
+    return value if value is not None else getattr(config, f"finetune_{name}")
+
+  lr = setting("learning_rate")
+  return Recipe(epochs=setting("epochs"),
+                learning_rate=lr if lr is not None else config.preset.train.learning_rate / 4,
+                dropout=setting("dropout"), distill=variant.distill)
+
+
+def control_name(config: PipelineConfig, recipe: Recipe) -> str:
+  """``control``, ``_kd`` if distilled, then each setting that differs from the pipeline's:
+  ``.e<epochs>``, ``.lr<learning rate>``, ``.do<dropout>`` (e.g. ``control_kd.e6.do0.3``)."""
+  default = recipe_of(config, Variant(BASELINE))
+  name = CONTROL + ("_kd" if recipe.distill else "")
+  if recipe.epochs != default.epochs:
+    name += f".e{recipe.epochs}"
+  if recipe.learning_rate != default.learning_rate:
+    name += f".lr{recipe.learning_rate:g}"
+  if recipe.dropout != default.dropout:
+    name += f".do{'own' if recipe.dropout is None else format(recipe.dropout, 'g')}"
+  return name
+
+
+def control_variants(config: PipelineConfig) -> tuple[Variant, ...]:
+  """One control per distinct recipe that fine-tunes, undistilled ones first.
+
+  Every distilled recipe also gets its undistilled control (the candidate
+  teacher), whether or not a variant fine-tunes that way.
+  """
+  recipes = []
+  for variant in config.variants:
+    recipe = recipe_of(config, variant)
+    if not variant.method or recipe.epochs == 0:
+      continue  # Not fine-tuned: the baseline is its control.
+    for r in ((dataclasses.replace(recipe, distill=False), recipe) if recipe.distill
+              else (recipe,)):
+      if r not in recipes:
+        recipes.append(r)
+  recipes.sort(key=lambda r: r.distill)  # Stable: teachers before their students.
+  return tuple(Variant(control_name(config, r), finetune_epochs=r.epochs,
+                       finetune_learning_rate=r.learning_rate, finetune_dropout=r.dropout,
+                       distill=r.distill) for r in recipes)
+
+
+def finetune_uncompressed(base_model_path: str, corpus: Corpus, train_config, output_dir: str,
+                          strategy: tf.distribute.Strategy | None = None, progress: bool = True,
+                          log: Callable[[str], None] = print,
+                          distillation: Distillation | None = None,
+                          finetune_dropout: float | None = None,
+                          teacher_model_path: str | None = None) -> dict:
+  """Fine-tunes ``base_model_path`` as it is: a control.
+
+  The training loop and arguments of :func:`compression.compress_and_finetune`
+  without a method: the same recipe, dropout handling and teacher, so a
+  control differs from its variants by the compression alone.
+  """
+  if teacher_model_path and not distillation:
+    raise UserError("a teacher needs distillation")
+  teacher_path = teacher_model_path or base_model_path
+  if finetune_dropout is not None:
+    compression.check_dropout(finetune_dropout)
+  dropout_rates = {}
+
+  def model_fn():
+    model = load_model(base_model_path)
+    if finetune_dropout is not None:
+      dropout_rates.update(compression.set_dropout(model, finetune_dropout))
+    return model
+
+  def finalize(model):
+    compression.restore_dropout(dropout_rates)
+    return model
+
+  run_config = {"base_model": base_model_path, "method": CONTROL,
+                "distillation": dataclasses.asdict(distillation) if distillation else None}
+  if finetune_dropout is not None:
+    run_config["finetune_dropout"] = finetune_dropout
+  if teacher_model_path:
+    run_config["teacher_model"] = teacher_model_path
+  return run_training(model_fn, corpus, train_config, output_dir, run_config, strategy=strategy,
+                      progress=progress, log=log, finalize_fn=finalize,
+                      teacher_fn=(lambda: load_model(teacher_path)) if distillation else None,
+                      distillation=distillation)
 
 
 def default_variants(preset_name: str) -> tuple[Variant, ...]:
@@ -196,20 +324,21 @@ SEARCH_STEPS = {
 
 
 def search_variants(rows: list[dict], variants: tuple[Variant, ...], max_bytes: int | None,
-                    max_latency_ms: float | None, eval_split: str = "test"
-                    ) -> tuple[Variant, ...]:
+                    max_latency_ms: float | None) -> tuple[Variant, ...]:
   """The ``--search`` grid: neighbours of the best configured variant within the budget.
 
-  The best row among the configured variants (and the baseline) is found as
-  :func:`report.select_best` does; each of its variant's size parameters
+  The best row among the configured variants, the baseline and the controls
+  is found as :func:`report.select_best` does (on validation perplexity; when
+  an uncompressed model wins there is no grid); each of its variant's size parameters
   (:data:`SEARCH_STEPS`) is moved one step down and one step up, one at a time,
   giving variants named ``NAME.PARAMVALUE`` (e.g. ``low_rank_32.rank45``).
   Only configured variants seed the grid, so the grid is the same on every
   rerun (a resumed or ``report_only`` run finds the same names).
   """
   configured = {v.name: v for v in variants}
-  candidates = [r for r in rows if r["variant"] in configured or r["variant"] == BASELINE]
-  best = report.select_best(candidates, max_bytes, max_latency_ms, eval_split)
+  candidates = [r for r in rows if r["variant"] in configured or r["variant"] == BASELINE or
+                is_control_name(r["variant"])]
+  best = report.select_best(candidates, max_bytes, max_latency_ms)
   variant = configured.get(best["variant"])
   if variant is None:
     return ()
@@ -244,7 +373,9 @@ class Pipeline:
 
   Args:
     strategy: the ``tf.distribute`` strategy for training and fine-tuning.
-    only: variant names to run (None: all). The baseline runs when needed.
+    only: variant (or control) names to run (None: all). The baseline runs
+      when needed, and so do the controls of the selected variants' recipes
+      (with their teachers).
     log: where progress lines go.
   """
 
@@ -257,17 +388,46 @@ class Pipeline:
     self.strategy = strategy
     self.progress = progress
     self.log = log
-    known = {BASELINE} | {v.name for v in config.variants}
+    self.controls = control_variants(config)
+    known = {v.name for v in self._all_variants()}
     unknown = sorted(set(only or []) - known)
     if unknown:
       raise UserError(f"--only names unknown variants {unknown}; known: {sorted(known)}")
-    self.selected = [v for v in self._all_variants() if only is None or v.name in only]
+    wanted = set(known if only is None else only)
+    for variant in self._all_variants():
+      if variant.name in wanted:
+        wanted |= set(self._needed_controls(variant))
+    self.selected = [v for v in self._all_variants() if v.name in wanted]
 
   def _all_variants(self) -> list[Variant]:
-    return [Variant(BASELINE)] + list(self.config.variants)
+    return [Variant(BASELINE)] + list(self.controls) + list(self.config.variants)
 
   def _variant_dir(self, name: str) -> str:
     return os.path.join(self.output_dir, "variants", name)
+
+  def _is_control(self, variant: Variant) -> bool:
+    return is_control_name(variant.name)  # PipelineConfig keeps these names for controls.
+
+  def recipe(self, variant: Variant) -> Recipe:
+    return recipe_of(self.config, variant)
+
+  def control_of(self, variant: Variant) -> str:
+    """The name of ``variant``'s control (``baseline`` if its recipe does not fine-tune)."""
+    if not variant.method and not self._is_control(variant):
+      return BASELINE  # The baseline (or a variant without a method: the base model as is).
+    recipe = self.recipe(variant)
+    return BASELINE if recipe.epochs == 0 else control_name(self.config, recipe)
+
+  def _teacher_candidate(self, variant: Variant) -> str | None:
+    """The undistilled control whose soft targets a distilled recipe may use."""
+    recipe = self.recipe(variant)
+    if not recipe.distill or self.control_of(variant) == BASELINE:
+      return None
+    return control_name(self.config, dataclasses.replace(recipe, distill=False))
+
+  def _needed_controls(self, variant: Variant) -> list[str]:
+    names = [self.control_of(variant), self._teacher_candidate(variant)]
+    return [n for n in names if n and n != BASELINE and n != variant.name]
 
   # ----- stages -----
   def _baseline_config(self) -> dict:
@@ -293,12 +453,37 @@ class Pipeline:
 
     return runner.run(folder, "baseline: train", self._baseline_config(), fn)
 
-  def _variant_model_config(self, variant: Variant, baseline_hash: str) -> dict:
-    config = {"stage": "compress", "variant": variant.to_dict(), "baseline": baseline_hash,
-              "finetune_epochs": self._finetune(variant, "epochs"),
-              "finetune_learning_rate": self._finetune(variant, "learning_rate")}
+  def teacher(self, variant: Variant, baseline: dict, model_results: dict) -> dict | None:
+    """The teacher of a distilled ``variant`` when it is not the base model.
+
+    Its undistilled control, when that control's validation perplexity (Keras)
+    is lower than the base model's. Returns ``{"name", "model", "hash"}`` (the
+    control's model stage hash, for the student's stage config) or None.
+    """
+    name = self._teacher_candidate(variant)
+    if name is None:
+      return None
+    result = model_results.get(name)
+    if result is None:
+      raise UserError(f"{variant.name}: its teacher candidate {name} has not finished")
+    if result["valid_ppl"] >= baseline["valid_ppl"]:
+      return None
+    return {"name": name, "model": result["model"], "hash": result["stage_hash"]}
+
+  def _variant_model_config(self, variant: Variant, baseline_hash: str,
+                            teacher: dict | None = None) -> dict:
+    if self._is_control(variant):
+      recipe = self.recipe(variant)
+      config = {"stage": "control", "baseline": baseline_hash,
+                "finetune_epochs": recipe.epochs, "finetune_learning_rate": recipe.learning_rate}
+    else:
+      config = {"stage": "compress", "variant": variant.to_dict(), "baseline": baseline_hash,
+                "finetune_epochs": self._finetune(variant, "epochs"),
+                "finetune_learning_rate": self._finetune(variant, "learning_rate")}
     if variant.distill:
       config["distillation"] = dataclasses.asdict(self.config.distillation)
+      if teacher is not None:  # Absent for the base model: earlier runs keep their hash.
+        config["teacher"] = teacher["hash"]
     dropout = self._finetune(variant, "dropout")
     if dropout is not None:  # Absent otherwise: stable stage hashes.
       config["finetune_dropout"] = dropout
@@ -309,45 +494,64 @@ class Pipeline:
     value = getattr(variant, f"finetune_{setting}")
     return value if value is not None else getattr(self.config, f"finetune_{setting}")
 
-  def _run_variant_model(self, runner, variant: Variant, baseline: dict, config: dict) -> dict:
-    if not variant.method:
+  def finetune_args(self, variant: Variant, teacher: dict | None) -> dict:
+    """The fine-tuning arguments of ``variant``, the same for its control."""
+    recipe = self.recipe(variant)
+    return {"train_config": compression.finetune_config(self.config.preset.train, recipe.epochs,
+                                                        recipe.learning_rate),
+            "distillation": self.config.distillation if recipe.distill else None,
+            "finetune_dropout": recipe.dropout,
+            "teacher_model_path": teacher["model"] if recipe.distill and teacher else None}
+
+  def _run_variant_model(self, runner, variant: Variant, baseline: dict, config: dict,
+                         teacher: dict | None = None) -> dict:
+    if not variant.method and not self._is_control(variant):
       return baseline
     folder = os.path.join(self._variant_dir(variant.name), "model")
+    args = self.finetune_args(variant, teacher)
 
     def fn(folder):
-      train = compression.finetune_config(self.config.preset.train,
-                                          self._finetune(variant, "epochs"),
-                                          self._finetune(variant, "learning_rate"))
-      metrics = compression.compress_and_finetune(
-          baseline["model"], variant.method, variant.params, self.corpus, train, folder,
-          strategy=self.strategy, progress=self.progress, log=self.log,
-          distillation=self.config.distillation if variant.distill else None,
-          finetune_dropout=self._finetune(variant, "dropout"))
+      common = {"output_dir": folder, "strategy": self.strategy, "progress": self.progress,
+                "log": self.log, **args}
+      if self._is_control(variant):
+        metrics = finetune_uncompressed(baseline["model"], self.corpus, **common)
+      else:
+        metrics = compression.compress_and_finetune(
+            baseline["model"], variant.method, variant.params, self.corpus, **common)
       return {"model": os.path.join(folder, MODEL_FILE), "params": metrics["params"],
               "valid_ppl": metrics["valid_ppl"], "test_ppl": metrics["test_ppl"],
-              "method_report": metrics.get("method_report", {})}
+              "method_report": metrics.get("method_report", {}),
+              "teacher": teacher["name"] if variant.distill and teacher else BASELINE,
+              "stage_hash": stages.config_hash(config)}
 
-    return runner.run(folder, f"{variant.name}: compress + fine-tune", config, fn)
+    what = "fine-tune uncompressed" if self._is_control(variant) else "compress + fine-tune"
+    return runner.run(folder, f"{variant.name}: {what}", config, fn)
+
+  def _export_splits(self) -> list[str]:
+    return sorted({report.CHOICE_SPLIT, self.config.eval_split})
 
   def _run_export(self, runner, variant: Variant, mode: str, model_result: dict,
                   upstream: dict) -> dict:
     folder = os.path.join(self._variant_dir(variant.name), mode)
     config = {"stage": "export", "quantize": mode, "upstream": stages.config_hash(upstream),
-              "parity_steps": self.config.parity_steps, "split": self.config.eval_split}
+              "parity_steps": self.config.parity_steps, "splits": self._export_splits()}
 
     def fn(folder):
       model = load_model(model_result["model"])
       path = os.path.join(folder, "model.tflite")
       summary = export_step_model(model, self.corpus.vocab, path, mode,
                                   calibration_ids=self.corpus.split("train"),
-                                  method=variant.method or BASELINE)
+                                  method=variant.method or
+                                  (CONTROL if self._is_control(variant) else BASELINE))
       tflite_model = TFLiteStepModel(path)
       parity = check_parity(model, tflite_model,
                             self.corpus.split("valid")[: self.config.parity_steps])
-      stats = tflite_model.perplexity(self.corpus.split(self.config.eval_split))
+      ppl = {split: tflite_model.perplexity(self.corpus.split(split))["ppl"]
+             for split in self._export_splits()}
       return {"tflite": path, "tflite_bytes": summary["tflite_bytes"],
               "weight_bytes_by_group": summary["weight_bytes_by_group"],
-              "ops": summary["ops"], "parity": parity, "tflite_ppl": stats["ppl"]}
+              "ops": summary["ops"], "parity": parity,
+              "tflite_ppl": ppl[self.config.eval_split], "tflite_ppl_by_split": ppl}
 
     return runner.run(folder, f"{variant.name}+{mode}: export + verify", config, fn)
 
@@ -398,17 +602,21 @@ class Pipeline:
 
   # ----- driver -----
   def run(self) -> list[dict]:
-    """Runs the selected variants; returns their report rows."""
-    stage_count = 1 + sum((1 if v.method else 0) + 2 * len(self.config.quantize)
+    """Runs the selected variants (baseline and controls first); returns their report rows."""
+    stage_count = 1 + sum((1 if v.method or self._is_control(v) else 0) +
+                          2 * len(self.config.quantize)
                           for v in self.selected)
     runner = stages.StageRunner(total=stage_count, log=self.log)
     self.check_variants()
     baseline = self._run_baseline(runner)
     baseline_hash = stages.config_hash(self._baseline_config())
+    model_results = {}
     rows = []
-    for variant in self.selected:
-      model_config = self._variant_model_config(variant, baseline_hash)
-      model_result = self._run_variant_model(runner, variant, baseline, model_config)
+    for variant in self.selected:  # Baseline, undistilled controls, distilled ones, variants.
+      teacher = self.teacher(variant, baseline, model_results)
+      model_config = self._variant_model_config(variant, baseline_hash, teacher)
+      model_result = self._run_variant_model(runner, variant, baseline, model_config, teacher)
+      model_results[variant.name] = model_result
       for mode in self.config.quantize:
         upstream = {"model": model_config, "mode": mode}
         export_result = self._run_export(runner, variant, mode, model_result, upstream)
@@ -454,26 +662,32 @@ class Pipeline:
     return valid
 
   def _row(self, variant, mode, model_result, export_result, bench) -> dict:
-    family = variant.method or BASELINE
-    return {
+    family = variant.method or (CONTROL if self._is_control(variant) else BASELINE)
+    row = {
         "name": variant.name if mode == "none" else f"{variant.name}+{mode}",
         "variant": variant.name, "method": family, "quantize": mode, "distill": variant.distill,
+        "control": self.control_of(variant),
         "params": model_result.get("params"),
         "tflite_bytes": export_result["tflite_bytes"],
         "valid_ppl": model_result.get("valid_ppl"), "test_ppl": model_result.get("test_ppl"),
         f"tflite_{self.config.eval_split}_ppl": export_result["tflite_ppl"],
+        **{f"tflite_{split}_ppl": ppl
+           for split, ppl in export_result.get("tflite_ppl_by_split", {}).items()},
         "latency_ms_p50": bench["latency_ms_p50"],
         "latency_floor_ratio": bench["latency_floor_ratio"],
         "max_abs_logit_diff": export_result["parity"]["max_abs_logit_diff"],
         "argmax_agreement": export_result["parity"]["argmax_agreement"],
         "tflite": export_result["tflite"],
     }
+    if variant.distill:
+      row["teacher"] = model_result.get("teacher", BASELINE)
+    return row
 
   def collect_rows(self) -> list[dict]:
     """Rows of every variant whose stages have all finished (for ``report_only``)."""
     rows = []
     for variant in self._all_variants():
-      if variant.method:
+      if variant.method or self._is_control(variant):
         model_result = stages.read_done(os.path.join(self._variant_dir(variant.name), "model"))
       else:
         model_result = stages.read_done(os.path.join(self.output_dir, "baseline"))
@@ -488,19 +702,40 @@ class Pipeline:
     return rows
 
 
-def export_best(rows: list[dict], output_dir: str, max_bytes: int | None,
-                max_latency_ms: float | None, eval_split: str = "test") -> dict:
-  """Copies the bundle of the lowest-perplexity row within budget to ``output_dir/best``."""
-  best = report.select_best(rows, max_bytes, max_latency_ms, eval_split)
-  folder = os.path.dirname(best["tflite"])
-  target = os.path.join(output_dir, "best")
-  io_utils.makedirs(target)
-  for name in ("model.tflite", META_FILE, VOCAB_FILE):
-    with tf.io.gfile.GFile(os.path.join(folder, name), "rb") as f:
-      io_utils.atomic_write_bytes(os.path.join(target, name), f.read())
-  io_utils.atomic_write_json(os.path.join(target, "best.json"),
-                             {"row": best, "max_bytes": max_bytes,
-                              "max_latency_ms": max_latency_ms})
-  return best
+def export_bundles(report_data: dict, output_dir: str) -> list[str]:
+  """Copies the bundle of each budget's best row to ``output_dir/best/<budget>/``.
 
-
+  Each folder holds ``model.tflite``, ``model_meta.json``, ``vocab.txt`` (a
+  bundle like any export) and ``best.json`` (the row and the budget). Folders
+  of budgets this report no longer has, which this function wrote (they hold
+  a ``best.json``), are removed, as is the single bundle earlier versions
+  wrote into ``best/`` itself. Returns the folders written.
+  """
+  rows = {r["name"]: r for r in report_data["rows"]}
+  best_dir = os.path.join(output_dir, "best")
+  written = []
+  for entry in report_data.get("summary", []):
+    if entry["name"] is None:
+      continue
+    row = rows[entry["name"]]
+    folder = os.path.dirname(row["tflite"])
+    target = os.path.join(output_dir, entry["bundle"])
+    io_utils.makedirs(target)
+    for name in ("model.tflite", META_FILE, VOCAB_FILE):
+      with tf.io.gfile.GFile(os.path.join(folder, name), "rb") as f:
+        io_utils.atomic_write_bytes(os.path.join(target, name), f.read())
+    io_utils.atomic_write_json(os.path.join(target, "best.json"),
+                               {"row": row, "budget": entry["budget"],
+                                "chosen_on": f"{report.CHOICE_SPLIT} perplexity of the .tflite"})
+    written.append(target)
+  if tf.io.gfile.isdir(best_dir):
+    if tf.io.gfile.exists(os.path.join(best_dir, "best.json")):  # The old single bundle.
+      for name in ("model.tflite", META_FILE, VOCAB_FILE, "best.json"):
+        if tf.io.gfile.exists(os.path.join(best_dir, name)):
+          tf.io.gfile.remove(os.path.join(best_dir, name))
+    for name in tf.io.gfile.listdir(best_dir):
+      sub = os.path.join(best_dir, name.rstrip("/"))
+      if (sub not in written and tf.io.gfile.isdir(sub) and
+          tf.io.gfile.exists(os.path.join(sub, "best.json"))):
+        tf.io.gfile.rmtree(sub)
+  return written

@@ -1,10 +1,38 @@
-"""The run's report: results.json, results.md (Pareto rows marked), pareto.png, budget choice."""
+"""The run's report: results.json, results.md, pareto.png, and the answer (best model per budget).
 
+Every choice here (the reference, the Pareto marks, the best model within a
+budget, "within X%") is made on the **validation** perplexity of the
+``.tflite`` (``tflite_valid_ppl``); the test perplexity is reported beside it
+and never used to choose. Perplexities within :data:`PPL_RESOLUTION` of each
+other are ties, won by the smaller (or faster) model.
+
+The **reference** is the uncompressed fp32 ``.tflite`` of lowest validation
+perplexity among the baseline and the controls (the base model fine-tuned with
+a variant's recipe, uncompressed: see :mod:`tflm_compress.pipeline`).
+"""
+
+import dataclasses
 import io
 import os
 
 from tflm_compress import io_utils
 from tflm_compress.errors import UserError
+
+BASELINE = "baseline"
+CONTROL = "control"
+# The split every choice is made on, and the row key of its .tflite perplexity.
+CHOICE_SPLIT = "valid"
+CHOICE_KEY = f"tflite_{CHOICE_SPLIT}_ppl"
+# Perplexities differing by less than this (relative) are ties: the resolution we
+# claim for a perplexity. Not round-off (an fp32 .tflite matches Keras to 1e-6
+# relative) but the size of an effect we do not call a difference: dynamic-range
+# PTQ moves PTB small test perplexities by a median 0.03% (41 variants, at most
+# 0.2%); the methods we compare differ by percents.
+PPL_RESOLUTION = 0.001
+# Default budgets: these fractions of the baseline's fp32 .tflite bytes.
+BUDGET_FRACTIONS = (4, 10, 20)
+# "Within X%" of the reference, for the headline.
+HEADLINE_WITHIN = 0.05
 
 # Published rows to print beside ours: only figures verified against the
 # papers' own tables (../shared/docs/anchors.md). Keyed by (corpus, preset).
@@ -27,26 +55,71 @@ def published_rows(corpus_source: str, preset_name: str) -> list[dict]:
   return PUBLISHED.get((corpus, preset_name), [])
 
 
-def pareto_flags(rows: list[dict], x_key: str, y_key: str) -> list[bool]:
-  """True for rows no other row beats on both keys (lower is better), ties kept."""
+def ppl_key(split: str) -> str:
+  return f"tflite_{split}_ppl"
+
+
+def ties(a: float, b: float, resolution: float = PPL_RESOLUTION) -> bool:
+  """Whether two perplexities are equal within ``resolution`` (relative)."""
+  return abs(a - b) <= resolution * min(a, b)
+
+
+def pareto_flags(rows: list[dict], x_key: str, y_key: str = CHOICE_KEY,
+                 resolution: float = PPL_RESOLUTION) -> list[bool]:
+  """True for rows no other row beats (lower is better on both keys).
+
+  Row ``o`` beats row ``r`` when it is no larger on ``x_key``, no worse on
+  ``y_key`` (a tie counts as no worse) and either smaller on ``x_key`` or
+  better on ``y_key`` by more than a tie. So of two rows whose perplexities
+  tie, only the smaller (faster) one is marked; exact duplicates both are.
+  """
+  def beats(o, x, y):
+    ox, oy = o.get(x_key), o.get(y_key)
+    if ox is None or oy is None or ox > x:
+      return False
+    tie = ties(oy, y, resolution)
+    if oy > y and not tie:
+      return False
+    return ox < x or (oy < y and not tie)
+
   flags = []
   for row in rows:
     x, y = row.get(x_key), row.get(y_key)
-    if x is None or y is None:
-      flags.append(False)
-      continue
-    dominated = any(
-        o.get(x_key) is not None and o.get(y_key) is not None and
-        o[x_key] <= x and o[y_key] <= y and (o[x_key] < x or o[y_key] < y)
-        for o in rows)
-    flags.append(not dominated)
+    flags.append(x is not None and y is not None and not any(beats(o, x, y) for o in rows))
   return flags
 
 
+def _fp32(rows: list[dict], method: str) -> list[dict]:
+  return [r for r in rows if r.get("method") == method and r.get("quantize") == "none"]
+
+
+def reference(rows: list[dict]) -> dict | None:
+  """The uncompressed fp32 row (baseline or a control) of lowest validation perplexity."""
+  candidates = [r for r in _fp32(rows, BASELINE) + _fp32(rows, CONTROL)
+                if r.get(CHOICE_KEY) is not None]
+  return min(candidates, key=lambda r: (r[CHOICE_KEY], r["method"] != BASELINE), default=None)
+
+
+def _ratio(a, b):
+  return None if a is None or not b else a / b - 1.0
+
+
 def annotate(rows: list[dict], eval_split: str = "test") -> list[dict]:
-  """Adds ``compression``, ``speedup`` and the Pareto marks; sorts by size."""
-  ppl_key = f"tflite_{eval_split}_ppl"
-  base = next((r for r in rows if r["method"] == "baseline" and r["quantize"] == "none"), None)
+  """Adds ``compression``, ``speedup``, ``ppl_vs_baseline``, ``ppl_vs_control``,
+  ``valid_vs_reference`` and the Pareto marks; sorts by size.
+
+  ``ppl_vs_baseline`` and ``ppl_vs_control`` are on ``eval_split`` (reported):
+  against the baseline's fp32 ``.tflite``, and against the fp32 ``.tflite`` of
+  the row's own control (``row["control"]``: the base model fine-tuned with
+  the row's recipe; ``baseline`` where the recipe does not fine-tune).
+  ``valid_vs_reference`` is on validation, against :func:`reference`: the
+  figure "within X%" is read from.
+  """
+  key = ppl_key(eval_split)
+  base = next(iter(_fp32(rows, BASELINE)), None)
+  fp32_by_variant = {r["variant"]: r for r in _fp32(rows, BASELINE) + _fp32(rows, CONTROL)
+                     if "variant" in r}
+  ref = reference(rows)
   out = []
   for row in rows:
     row = dict(row)
@@ -54,93 +127,310 @@ def annotate(rows: list[dict], eval_split: str = "test") -> list[dict]:
       row["compression"] = base["tflite_bytes"] / row["tflite_bytes"]
       if base.get("latency_ms_p50") and row.get("latency_ms_p50"):
         row["speedup"] = base["latency_ms_p50"] / row["latency_ms_p50"]
-      row["ppl_vs_baseline"] = row[ppl_key] / base[ppl_key] - 1.0
+      row["ppl_vs_baseline"] = _ratio(row.get(key), base.get(key))
+    control = fp32_by_variant.get(row.get("control"))
+    row["ppl_vs_control"] = _ratio(row.get(key), control and control.get(key))
+    row["valid_vs_reference"] = _ratio(row.get(CHOICE_KEY), ref and ref[CHOICE_KEY])
     out.append(row)
-  for key, flags in (("pareto_size", pareto_flags(out, "tflite_bytes", ppl_key)),
-                     ("pareto_latency", pareto_flags(out, "latency_ms_p50", ppl_key))):
+  for mark, flags in (("pareto_size", pareto_flags(out, "tflite_bytes")),
+                      ("pareto_latency", pareto_flags(out, "latency_ms_p50"))):
     for row, flag in zip(out, flags):
-      row[key] = flag
-  return sorted(out, key=lambda r: r["tflite_bytes"])
+      row[mark] = flag
+  return sorted(out, key=lambda r: (r["tflite_bytes"], r["name"]))
 
 
-def select_best(rows: list[dict], max_bytes: int | None, max_latency_ms: float | None,
-                eval_split: str = "test") -> dict:
-  """The lowest-perplexity row within the budget; a clear error if none fits."""
-  ppl_key = f"tflite_{eval_split}_ppl"
+def _fits(row, max_bytes, max_latency_ms) -> bool:
+  return ((max_bytes is None or row["tflite_bytes"] <= max_bytes) and
+          (max_latency_ms is None or
+           (row.get("latency_ms_p50") or float("inf")) <= max_latency_ms))
+
+
+def best_within(rows: list[dict], max_bytes: int | None, max_latency_ms: float | None
+                ) -> dict | None:
+  """The row of lowest validation perplexity within the budget (None if none fits).
+
+  Rows whose perplexities tie with the lowest (:func:`ties`) go to the smallest
+  one, or the fastest for a budget on latency alone.
+  """
+  fits = [r for r in rows if r.get(CHOICE_KEY) is not None and
+          _fits(r, max_bytes, max_latency_ms)]
+  if not fits:
+    return None
+  lowest = min(r[CHOICE_KEY] for r in fits)
+  tied = [r for r in fits if ties(r[CHOICE_KEY], lowest)]
+  if max_latency_ms is not None and max_bytes is None:
+    order = lambda r: (r.get("latency_ms_p50") or float("inf"), r[CHOICE_KEY], r["tflite_bytes"])
+  else:
+    order = lambda r: (r["tflite_bytes"], r[CHOICE_KEY], r.get("latency_ms_p50") or float("inf"))
+  return min(tied, key=order)
+
+
+def select_best(rows: list[dict], max_bytes: int | None, max_latency_ms: float | None) -> dict:
+  """:func:`best_within`, with a clear error when no row fits."""
   if not rows:
     raise UserError("no finished variants to choose from")
-  fits = [r for r in rows
-          if (max_bytes is None or r["tflite_bytes"] <= max_bytes) and
-          (max_latency_ms is None or (r.get("latency_ms_p50") or float("inf")) <= max_latency_ms)]
-  if not fits:
+  if not any(r.get(CHOICE_KEY) is not None for r in rows):
+    raise UserError("no finished variant has a validation perplexity of its .tflite (exported "
+                    "before it was measured): rerun without --report_only to measure it")
+  best = best_within(rows, max_bytes, max_latency_ms)
+  if best is None:
     smallest = min(r["tflite_bytes"] for r in rows)
     fastest = min((r["latency_ms_p50"] for r in rows if r.get("latency_ms_p50")), default=None)
     raise UserError(
         f"no model meets --max_bytes={max_bytes} --max_latency_ms={max_latency_ms}: the smallest "
         f"is {smallest:,} bytes and the fastest {fastest} ms per token")
-  return min(fits, key=lambda r: r[ppl_key])
+  return best
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """A size and/or latency limit; its bundle goes to ``best/<name>/``.
+
+  Attributes:
+    name: folder name under ``best/``.
+    label: how the summary names it.
+    max_bytes, max_latency_ms: the limits (None: no limit).
+  """
+
+  name: str
+  label: str
+  max_bytes: int | None = None
+  max_latency_ms: float | None = None
+
+
+def budgets(rows: list[dict], max_bytes: int | None = None,
+            max_latency_ms: float | None = None,
+            fractions: tuple[int, ...] = BUDGET_FRACTIONS) -> list[Budget]:
+  """1/4, 1/10 and 1/20 of the baseline's fp32 ``.tflite`` bytes, then the user's budget."""
+  out = []
+  base = next(iter(_fp32(rows, BASELINE)), None)
+  if base is not None:
+    for n in fractions:
+      limit = base["tflite_bytes"] // n
+      out.append(Budget(f"size_1of{n}", f"1/{n} of the baseline ({limit:,} B)", max_bytes=limit))
+  if max_bytes is not None or max_latency_ms is not None:
+    parts = ([f"max_bytes_{max_bytes}"] if max_bytes is not None else []) + (
+        [f"max_latency_{max_latency_ms:g}ms"] if max_latency_ms is not None else [])
+    label = ", ".join(([f"<= {max_bytes:,} B"] if max_bytes is not None else []) +
+                      ([f"<= {max_latency_ms:g} ms/token"] if max_latency_ms is not None else []))
+    out.append(Budget("_".join(parts), f"your budget ({label})", max_bytes, max_latency_ms))
+  return out
+
+
+def summary(rows: list[dict], budget_list: list[Budget]) -> list[dict]:
+  """For each budget: the best row by validation perplexity (or None) and its bundle path."""
+  out = []
+  for budget in budget_list:
+    best = best_within(rows, budget.max_bytes, budget.max_latency_ms)
+    out.append({"budget": dataclasses.asdict(budget), "name": best and best["name"],
+                "bundle": f"best/{budget.name}" if best else None})
+  return out
+
+
+def headline(rows: list[dict], within: float = HEADLINE_WITHIN) -> dict:
+  """The smallest and the fastest row within ``within`` of the reference (on validation)."""
+  near = [r for r in rows if r.get("valid_vs_reference") is not None and
+          r["valid_vs_reference"] <= within]
+  smallest = min(near, key=lambda r: (r["tflite_bytes"], r[CHOICE_KEY]), default=None)
+  timed = [r for r in near if r.get("latency_ms_p50")]
+  fastest = min(timed, key=lambda r: (r["latency_ms_p50"], r[CHOICE_KEY]), default=None)
+  return {"within": within, "smallest": smallest and smallest["name"],
+          "fastest": fastest and fastest["name"]}
 
 
 def _fmt(value, spec: str) -> str:
   return "" if value is None else format(value, spec)
 
 
-def markdown(rows: list[dict], eval_split: str, published: list[dict]) -> str:
-  ppl_key = f"tflite_{eval_split}_ppl"
-  lines = [
-      f"| model | method | PTQ | params | .tflite bytes | compression | Keras valid ppl | "
-      f"Keras {eval_split} ppl | .tflite {eval_split} ppl | vs baseline | ms/token p50 | "
-      "x floor | max abs logit diff | Pareto (size / latency) |",
+def _pct(value) -> str:
+  return "" if value is None else f"{100 * value:+.2f}%"
+
+
+def _by_name(report: dict) -> dict:
+  return {r["name"]: r for r in report["rows"]}
+
+
+def _reference_sentence(report: dict, bold: str = "") -> str:
+  split = report["eval_split"]
+  ref, base = report.get("reference"), report.get("baseline")
+  if ref is None:
+    return "Reference: none (no fp32 baseline or control row with a validation perplexity)."
+  def ppls(r):
+    return (f"valid {r[CHOICE_KEY]:.2f}, {split} "
+            f"{_fmt(r.get(ppl_key(split)), '.2f')}")
+  text = f"Reference: {bold}{ref['name']}{bold} ({ppls(ref)}; fp32 .tflite)"
+  others = [r for r in report.get("uncompressed", []) if r["name"] != ref["name"]]
+  if others:
+    text += "; " + "; ".join(f"{r['name']} {ppls(r)}" for r in others)
+  return text + "."
+
+
+def summary_lines(report: dict, output_dir: str = "") -> list[str]:
+  """The answer of the run, as printed at its end."""
+  split = report["eval_split"]
+  rows = _by_name(report)
+  lines = [_reference_sentence(report)]
+  if report.get("corpus_bound"):
+    lines.append(f"Corpus bound: {report['corpus_bound']:.2f} (entropy rate of the generated "
+                 "source: no model can go below it).")
+  lines.append("Best model within each budget, by validation perplexity of the .tflite "
+               f"({split} perplexity reported, never used to choose):")
+  for entry in report.get("summary", []):
+    label = entry["budget"]["label"]
+    if entry["name"] is None:
+      lines.append(f"  {label}: no model fits")
+      continue
+    r = rows[entry["name"]]
+    where = os.path.join(output_dir, entry["bundle"]) if output_dir else entry["bundle"]
+    lines.append(
+        f"  {label}: {r['name']}  valid {r[CHOICE_KEY]:.2f}  {split} "
+        f"{_fmt(r.get(ppl_key(split)), '.2f')} ({_pct(r.get('valid_vs_reference'))} valid vs "
+        f"reference)  {r['tflite_bytes']:,} B  {_fmt(r.get('latency_ms_p50'), '.4g')} ms/token"
+        f"  -> {where}/")
+  head = report.get("headline") or {}
+  if head.get("smallest"):
+    lines.append(_headline_sentence(report))
+  return lines
+
+
+def _headline_sentence(report: dict) -> str:
+  head, rows = report["headline"], _by_name(report)
+  small, fast = rows[head["smallest"]], rows[head["fastest"]] if head["fastest"] else None
+  text = (f"Within {100 * head['within']:g}% of the reference (validation): smallest "
+          f"{small['name']} ({small['tflite_bytes']:,} B, "
+          f"{_fmt(small.get('compression'), '.2f')}x smaller than the baseline's fp32 file)")
+  if fast is not None:
+    text += (f", fastest {fast['name']} ({fast['latency_ms_p50']:.4g} ms/token, "
+             f"{_fmt(fast.get('speedup'), '.2f')}x faster than the baseline's fp32)")
+  return text + "."
+
+
+LEGEND = [
+    ("model", "variant name, `+MODE` for a post-training-quantized export"),
+    ("method", "compression method (`control`: the base model fine-tuned with a variant's "
+     "recipe, uncompressed; `baseline`: the base model as trained); `KD: T` when fine-tuned "
+     "on the soft targets of teacher T"),
+    ("PTQ", "post-training quantization of the export (`none`: fp32)"),
+    ("params", "parameters of the Keras model"),
+    (".tflite bytes", "size of the exported step model"),
+    ("compression", "baseline's fp32 .tflite bytes / this row's"),
+    (".tflite valid ppl", "validation perplexity of the .tflite: every choice is made on it"),
+    (".tflite {split} ppl", "{split} perplexity of the .tflite: reported, never used to choose"),
+    ("vs baseline", "{split} ppl vs the baseline's fp32 .tflite"),
+    ("vs control", "{split} ppl vs the fp32 .tflite of this row's control (the base model "
+     "fine-tuned with the same recipe: epochs, learning rate, dropout, distillation)"),
+    ("ms/token p50", "median host latency of one step, one thread"),
+    ("x floor", "latency / the memory-bandwidth floor of its weights"),
+    ("max abs logit diff", "largest |Keras - .tflite| logit over the parity check"),
+    ("Pareto", "no other row is at least as small (fast) and better on validation ppl; "
+     "ppls within {resolution:g}% are ties, won by the smaller (faster) row"),
+]
+
+
+def markdown(report: dict) -> str:
+  split = report["eval_split"]
+  key = ppl_key(split)
+  rows = report["rows"]
+  title = report.get("title") or "Compression results"
+  lines = [f"# {title}", "", _reference_sentence(report, bold="**"), ""]
+  if report.get("corpus_bound"):
+    lines += [f"Corpus bound: **{report['corpus_bound']:.2f}**, the entropy-rate perplexity of "
+              "the generated source: no model can go below it.", ""]
+  if report.get("summary"):
+    by_name = _by_name(report)
+    lines += ["## Best model within each budget", "",
+              f"Chosen on the validation perplexity of the .tflite; {split} perplexity "
+              "reported, never used to choose.", "",
+              f"| budget | model | .tflite valid ppl | .tflite {split} ppl | valid vs reference | "
+              "bytes | ms/token p50 | bundle |", "|" + "---|" * 8]
+    for entry in report["summary"]:
+      if entry["name"] is None:
+        lines.append(f"| {entry['budget']['label']} | no model fits | | | | | | |")
+        continue
+      r = by_name[entry["name"]]
+      lines.append(
+          f"| {entry['budget']['label']} | {r['name']} | {r[CHOICE_KEY]:.2f} | "
+          f"{_fmt(r.get(key), '.2f')} | {_pct(r.get('valid_vs_reference'))} | "
+          f"{r['tflite_bytes']:,} | {_fmt(r.get('latency_ms_p50'), '.4g')} | "
+          f"`{entry['bundle']}/` |")
+    lines.append("")
+  if (report.get("headline") or {}).get("smallest"):
+    lines += [_headline_sentence(report), ""]
+  missing = sum(r.get(CHOICE_KEY) is None for r in rows)
+  if missing:
+    lines += [f"{missing} rows lack a validation perplexity of their .tflite (exported before "
+              "it was measured): they are not marked nor chosen; a rerun measures it.", ""]
+  lines += ["## All rows", ""]
+  for name, text in LEGEND:
+    fill = {"split": split, "resolution": 100 * PPL_RESOLUTION}
+    lines.append(f"- **{name.format(**fill)}**: {text.format(**fill)}")
+  lines += [
+      "",
+      f"| model | method | PTQ | params | .tflite bytes | compression | .tflite valid ppl | "
+      f".tflite {split} ppl | vs baseline | vs control | ms/token p50 | x floor | "
+      "max abs logit diff | Pareto (size / latency) |",
       "|" + "---|" * 14,
   ]
   for r in rows:
     marks = " / ".join(m for m, f in (("size", r.get("pareto_size")),
                                       ("latency", r.get("pareto_latency"))) if f)
+    method = r["method"] + (f", KD: {r.get('teacher') or BASELINE}" if r.get("distill") else "")
     lines.append(
-        f"| {r['name']} | {r['method']} | {r['quantize']} | {_fmt(r['params'], ',')} | "
+        f"| {r['name']} | {method} | {r['quantize']} | {_fmt(r.get('params'), ',')} | "
         f"{r['tflite_bytes']:,} | {_fmt(r.get('compression'), '.2f')}x | "
-        f"{_fmt(r['valid_ppl'], '.2f')} | {_fmt(r['test_ppl'], '.2f')} | {r[ppl_key]:.2f} | "
-        f"{_fmt(100 * r['ppl_vs_baseline'] if 'ppl_vs_baseline' in r else None, '+.2f')}% | "
-        f"{_fmt(r['latency_ms_p50'], '.4g')} | {_fmt(r['latency_floor_ratio'], '.2f')} | "
-        f"{r['max_abs_logit_diff']:.1e} | {'**' + marks + '**' if marks else ''} |")
-  if published:
+        f"{_fmt(r.get(CHOICE_KEY), '.2f')} | {_fmt(r.get(key), '.2f')} | "
+        f"{_pct(r.get('ppl_vs_baseline'))} | {_pct(r.get('ppl_vs_control'))} | "
+        f"{_fmt(r.get('latency_ms_p50'), '.4g')} | {_fmt(r.get('latency_floor_ratio'), '.2f')} | "
+        f"{_fmt(r.get('max_abs_logit_diff'), '.1e')} | {'**' + marks + '**' if marks else ''} |")
+  if report.get("published"):
     lines += ["", "Published (same data and model size):", "",
               "| source | params | valid ppl | test ppl |", "|---|---|---|---|"]
-    for p in published:
+    for p in report["published"]:
       lines.append(f"| {p['name']} | {_fmt(p.get('params'), ',')} | "
                    f"{_fmt(p.get('valid_ppl'), '.1f')} | {_fmt(p.get('test_ppl'), '.1f')} |")
   return "\n".join(lines) + "\n"
 
 
-def _ppl_axis_top(rows: list[dict], ppl_key: str) -> float:
+def _ppl_axis_top(rows: list[dict], key: str) -> float:
   """The perplexity axis ends at 3x the baseline's (diverged runs would squash the rest)."""
-  worst = max(r[ppl_key] for r in rows)
-  base = [r[ppl_key] for r in rows if r.get("method") == "baseline"]
+  worst = max(r[key] for r in rows)
+  base = [r[key] for r in rows if r.get("method") == BASELINE]
   return min(worst, 3 * min(base)) if base else worst
 
 
-def plot(rows: list[dict], path: str, eval_split: str) -> None:
-  """Perplexity vs size and vs latency (log x), one marker per method family."""
+def plot(rows: list[dict], path: str, eval_split: str, reference_ppl: float | None = None,
+         corpus_bound: float | None = None) -> None:
+  """Perplexity vs size and vs latency (log x), one marker per method family, with the
+  reference's and the corpus bound's perplexities as horizontal lines."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  ppl_key = f"tflite_{eval_split}_ppl"
+  key = ppl_key(eval_split)
+  rows = [r for r in rows if r.get(key) is not None]
+  if not rows:
+    return
   markers = "os^vD<>pP*hX"
   families = sorted({r["method"] for r in rows})
-  top = _ppl_axis_top(rows, ppl_key)
+  top = _ppl_axis_top(rows, key)
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
   for ax, x_key, label in ((axes[0], "tflite_bytes", ".tflite bytes"),
                            (axes[1], "latency_ms_p50", "ms per token (p50, host)")):
     for i, family in enumerate(families):
-      pts = [(r[x_key], min(r[ppl_key], top)) for r in rows
+      pts = [(r[x_key], min(r[key], top)) for r in rows
              if r["method"] == family and r.get(x_key)]
       if pts:
         ax.scatter(*zip(*pts), marker=markers[i % len(markers)], label=family, s=40)
+    if reference_ppl is not None:
+      ax.axhline(reference_ppl, color="black", lw=0.8, ls=":",
+                 label=f"reference ({reference_ppl:.1f})")
+    if corpus_bound is not None:
+      ax.axhline(corpus_bound, color="tab:red", lw=0.8, ls="-.",
+                 label=f"corpus bound ({corpus_bound:.1f})")
     ax.set_xscale("log")
     ax.set_xlabel(label)
     ax.set_ylabel(f"{eval_split} perplexity (.tflite)")
-    off = sum(r[ppl_key] > top for r in rows if r.get(x_key))
+    off = sum(r[key] > top for r in rows if r.get(x_key))
     if off:
       ax.axhline(top, color="gray", lw=0.8, ls="--")
       ax.set_title(f"{off} rows above {top:.0f} drawn on the dashed line", fontsize=8)
@@ -153,12 +443,31 @@ def plot(rows: list[dict], path: str, eval_split: str) -> None:
   io_utils.atomic_write_bytes(path, buffer.getvalue())
 
 
-def write(rows: list[dict], output_dir: str, eval_split: str, published: list[dict]) -> dict:
+def build(rows: list[dict], eval_split: str, published: list[dict],
+          budget_list: list[Budget] | None = None, corpus_bound: float | None = None,
+          title: str = "") -> dict:
+  """The report's content: annotated rows, the reference, the answer per budget."""
   rows = annotate(rows, eval_split)
-  report = {"eval_split": eval_split, "rows": rows, "published": published}
+  ref = reference(rows)
+  uncompressed = sorted(_fp32(rows, BASELINE) + _fp32(rows, CONTROL),
+                        key=lambda r: (r["method"] != BASELINE, r["name"]))
+  return {"title": title, "eval_split": eval_split, "choice_split": CHOICE_SPLIT,
+          "ppl_resolution": PPL_RESOLUTION, "corpus_bound": corpus_bound,
+          "reference": ref, "baseline": next(iter(_fp32(rows, BASELINE)), None),
+          "uncompressed": uncompressed,
+          "summary": summary(rows, budget_list if budget_list is not None else budgets(rows)),
+          "headline": headline(rows), "rows": rows, "published": published}
+
+
+def write(rows: list[dict], output_dir: str, eval_split: str, published: list[dict],
+          budget_list: list[Budget] | None = None, corpus_bound: float | None = None,
+          title: str = "") -> dict:
+  """Writes results.json, results.md and pareto.png; returns the report (see :func:`build`)."""
+  report = build(rows, eval_split, published, budget_list, corpus_bound, title)
   io_utils.atomic_write_json(os.path.join(output_dir, "results.json"), report)
-  io_utils.atomic_write_text(os.path.join(output_dir, "results.md"),
-                             markdown(rows, eval_split, published))
-  if rows:
-    plot(rows, os.path.join(output_dir, "pareto.png"), eval_split)
+  io_utils.atomic_write_text(os.path.join(output_dir, "results.md"), markdown(report))
+  if report["rows"]:
+    ref = report["reference"]
+    plot(report["rows"], os.path.join(output_dir, "pareto.png"), eval_split,
+         ref and ref.get(ppl_key(eval_split)), corpus_bound)
   return report
