@@ -28,6 +28,7 @@ import tempfile
 
 from absl import flags
 
+import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import cli
 from tflm_compress.benchmark import adb as adb_lib
@@ -134,4 +135,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, stage="android benchmark")

@@ -14,8 +14,9 @@ import typing
 
 from absl import flags
 
+import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from tflm_compress import artifacts, cli, compression, distribute, methods
+from tflm_compress import artifacts, cli, compression, distribute, io_utils, methods
 from tflm_compress.models.config import OPTIMIZERS, TrainConfig
 from tflm_compress.training import Distillation
 
@@ -42,6 +43,8 @@ flags.DEFINE_float("finetune_dropout", None, "Dropout rate on non-recurrent conn
                    "fine-tuning (default: the model's own; small has none).")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("overwrite", False, "Write into --output_dir even if it holds files this "
+                  "package did not write.")
 flags.mark_flags_as_required(["method", "output_dir"])
 
 _DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
@@ -63,6 +66,7 @@ _define_method_flags()
 
 def main(argv):
   cli.reject_extra_args(argv)
+  io_utils.check_output_dir(FLAGS.output_dir, FLAGS.overwrite)
   strategy = distribute.make_strategy(FLAGS.strategy)
   methods.parse_spec(FLAGS.method)  # Unknown names fail before loading anything.
   source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab, FLAGS.custom_objects)
@@ -89,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, stage="compress")

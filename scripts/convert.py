@@ -11,6 +11,7 @@ import os
 
 from absl import flags
 
+import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import artifacts, cli, export, io_utils
 from tflm_compress.models import load_model

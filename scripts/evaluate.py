@@ -12,6 +12,7 @@ import json
 
 from absl import flags
 
+import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import artifacts, cli, export, io_utils
 from tflm_compress.data.reader import SPLITS
@@ -59,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, stage="evaluate")

@@ -18,6 +18,7 @@ import dataclasses
 
 from absl import flags
 
+import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import artifacts, cli, distribute, io_utils, pipeline, report
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
@@ -27,6 +28,8 @@ from tflm_compress.models.config import PRESETS, get_preset
 from tflm_compress.training import Distillation
 
 FLAGS = flags.FLAGS
+flags.DEFINE_bool("overwrite", False, "Write into the output dir even if it holds files this "
+                  "package did not write.")
 flags.DEFINE_string("data_dir", "", "Corpus folder (ptb.{train,valid,test}.txt); empty = generated.")
 flags.DEFINE_enum("config", "tiny", sorted(PRESETS), "Preset of the baseline.")
 flags.DEFINE_string("output_dir", None, "Output dir (default: runs/pipeline_CONFIG).")
@@ -71,6 +74,7 @@ flags.DEFINE_bool("progress", False, "Show training progress bars.")
 
 def main(argv):
   cli.reject_extra_args(argv)
+  io_utils.check_output_dir(FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}", FLAGS.overwrite)
   if FLAGS.search and not (FLAGS.max_bytes or FLAGS.max_latency_ms):
     raise tflm_compress.UserError("--search needs a budget: --max_bytes and/or --max_latency_ms")
   strategy = distribute.make_strategy(FLAGS.strategy)

@@ -11,8 +11,9 @@ import dataclasses
 
 from absl import flags
 
+import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from tflm_compress import cli, distribute
+from tflm_compress import cli, distribute, io_utils
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
 from tflm_compress.data.reader import BAD_BYTES_POLICIES
 from tflm_compress.models.config import OPTIMIZERS, PRESETS, get_preset
@@ -42,6 +43,8 @@ flags.DEFINE_integer("generated_vocab_size", None, "Vocabulary of the generated 
 flags.DEFINE_enum("on_bad_bytes", "error", BAD_BYTES_POLICIES, "Invalid UTF-8 in data files.")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("overwrite", False, "Write into --output_dir even if it holds files this "
+                  "package did not write.")
 
 
 def _overrides(source, mapping: dict):
@@ -50,6 +53,7 @@ def _overrides(source, mapping: dict):
 
 def main(argv):
   cli.reject_extra_args(argv)
+  io_utils.check_output_dir(FLAGS.output_dir, FLAGS.overwrite)
   strategy = distribute.make_strategy(FLAGS.strategy)
   preset = get_preset(FLAGS.config)
   hidden = None if FLAGS.hidden_sizes is None else tuple(_parse_sizes(FLAGS.hidden_sizes))
@@ -85,4 +89,4 @@ def _parse_sizes(values: list[str]) -> list[int]:
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  cli.run(main, stage="train")

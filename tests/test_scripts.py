@@ -1,4 +1,7 @@
-"""The absl scripts: bad input gives one clear line and a non-zero exit, nothing written."""
+"""The absl scripts: bad input gives one clear line and a non-zero exit, nothing written.
+
+The line is the first of stderr: TensorFlow's chatter is kept off it (tests/test_cli.py).
+"""
 
 import json
 import os
@@ -19,6 +22,7 @@ def _error_line(result):
   lines = [l for l in result.stderr.splitlines() if l.startswith(("error:", "FATAL Flags"))]
   assert result.returncode != 0
   assert len(lines) == 1, result.stderr[-2000:]
+  assert result.stderr.startswith(lines[0]), result.stderr[-2000:]  # The first line of stderr.
   assert "Traceback" not in result.stderr, result.stderr[-2000:]
   return lines[0]
 
@@ -64,6 +68,7 @@ def test_train_then_evaluate_and_convert_on_user_text(ptb_like, tmp_path):
   done = _run("train.py", f"--data_dir={ptb_like}", f"--output_dir={run}", "--epochs=1",
               "--batch_size=2", "--num_steps=5", "--progress=false")
   assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stderr == ""  # Quiet: no TensorFlow chatter.
   metrics = json.load(open(run / "metrics.json"))
   assert metrics["config"]["corpus"]["vocab_size"] == 7  # 5 words + <eos> + <unk>
   result = _run("evaluate.py", f"--model_dir={run}", "--split=valid")
@@ -71,6 +76,7 @@ def test_train_then_evaluate_and_convert_on_user_text(ptb_like, tmp_path):
   keras_ppl = json.loads(result.stdout)["ppl"]
   converted = _run("convert.py", f"--model_dir={run}", "--quantize=none")
   assert converted.returncode == 0, converted.stderr[-2000:]
+  assert converted.stderr == ""
   assert json.loads(converted.stdout)["parity"]["max_abs_logit_diff"] < 1e-4
   tflite = _run("evaluate.py", f"--model={run}/tflite_none/model.tflite", f"--vocab={run}/vocab.txt",
                 "--split=valid", f"--data_dir={ptb_like}")

@@ -1,23 +1,91 @@
-"""Shared plumbing for the absl scripts: clean one-line errors."""
+"""Shared plumbing for the absl scripts: clean one-line errors, Ctrl-C, flag parsing.
 
+A script starts with ``import quiet_start`` (scripts/quiet_start.py: quiet
+unless ``--verbose``, before anything imports TensorFlow) and runs its
+``main`` with :func:`run`:
+
+  from absl import flags
+
+  import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
+  from tflm_compress import cli, training
+  ...
+  if __name__ == "__main__":
+    cli.run(main, stage="train")
+
+Importing this module defines ``--verbose`` (read by quiet_start from argv
+before absl parses it) and changes nothing else in the process.
+"""
+
+import signal
 import sys
+import types
 from typing import Callable
 
 from absl import app, flags
+from absl import logging as absl_logging
 
+from tflm_compress import progress, quiet
 from tflm_compress.benchmark.schema import TIMERS
 from tflm_compress.errors import UserError
 
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's and LiteRT's logging, deprecation "
+                  "warnings and converter output (hidden by default).")
 
-def run(main: Callable[[list[str]], None]) -> None:
-  """``absl.app.run(main)``, printing a :class:`UserError` as one line, exit 1."""
+
+def interrupted_stage(tb: types.TracebackType | None, stage: str | None = None) -> str | None:
+  """What was running when an interrupt came: ``stage``, refined from the traceback.
+
+  The innermost pipeline stage (``StageRunner.run``'s description, e.g.
+  ``baseline: train``) replaces ``stage``, and a training epoch in progress
+  (``run_training``) is added: ``baseline: train, epoch 2/4``.
+  """
+  epoch = None
+  while tb is not None:
+    frame = tb.tb_frame
+    module, function = frame.f_globals.get("__name__"), frame.f_code.co_name
+    local = frame.f_locals
+    if module == "tflm_compress.stages" and function == "run":
+      description = local.get("description")
+      if isinstance(description, str):
+        stage, epoch = description, None
+    elif module == "tflm_compress.training" and function == "run_training":
+      done, config = local.get("epoch"), local.get("train_config")
+      total = getattr(config, "epochs", None)
+      if isinstance(done, int) and isinstance(total, int):
+        epoch = f"epoch {done + 1}/{total}"
+    tb = tb.tb_next
+  if stage and epoch:
+    return f"{stage}, {epoch}"
+  return stage or epoch
+
+
+def _report_interrupt(stage: str | None) -> None:
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # A second Ctrl-C while exiting changes nothing.
+  progress.end_line()
+  print(quiet.interrupt_message(stage), file=sys.stderr, flush=True)
+
+
+def run(main: Callable[[list[str]], None], stage: str | None = None) -> None:
+  """``absl.app.run(main)`` with one-line endings.
+
+  A :class:`UserError` prints ``error: ...`` (exit 1). Ctrl-C prints
+  ``interrupted in stage STAGE; rerun the same command to resume`` (exit
+  130): ``stage`` names the script's work, refined by :func:`interrupted_stage`.
+  Every artifact is written atomically, so an interrupt leaves nothing half-written.
+  """
 
   def wrapped(argv):
+    if quiet.is_quiet() and not flags.FLAGS["verbosity"].present:
+      absl_logging.set_verbosity(absl_logging.ERROR)
     try:
       main(argv)
     except UserError as e:
+      progress.end_line()
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
+    except KeyboardInterrupt:
+      _report_interrupt(interrupted_stage(sys.exc_info()[2], stage))
+      sys.exit(quiet.INTERRUPTED_EXIT_CODE)
 
   app.run(wrapped)
 
