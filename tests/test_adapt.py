@@ -97,6 +97,28 @@ def test_unsupported_models_are_described(make, message):
     adapt_keras_model(make())
 
 
+def test_masking_embedding_is_refused():
+  tokens = keras.Input((None,), dtype="int32")
+  x = keras.layers.Embedding(V, E, mask_zero=True, name="masked")(tokens)
+  x = keras.layers.LSTM(H, return_sequences=True)(x)
+  with pytest.raises(UserError, match=r"embedding 'masked' \(Embedding 'masked'\) has "
+                                     r"mask_zero=True \(the package's model does not mask"):
+    adapt_keras_model(keras.Model(tokens, keras.layers.Dense(V)(x)))
+
+
+def test_a_misread_model_is_caught_by_the_output_check(monkeypatch):
+  analyse = adapt.analyse
+
+  def analyse_with_wrong_bias(model):
+    parts = analyse(model)
+    return {**parts, "bias": parts["bias"] + 1.0}
+
+  monkeypatch.setattr(adapt, "analyse", analyse_with_wrong_bias)
+  with pytest.raises(UserError, match=r"^the package's model does not reproduce the model's "
+                                     r"output \(max \|difference\| 1 on a seeded token batch\)"):
+    adapt_keras_model(sequential_with_dropout())
+
+
 def test_attention_model_is_refused():
   tokens = keras.Input((None,), dtype="int32")
   x = keras.layers.Embedding(V, E)(tokens)
