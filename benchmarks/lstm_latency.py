@@ -27,8 +27,9 @@ from absl import flags
 import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import cli, io_utils
-from tflm_compress.benchmark.components import compare_lstm_latency, preset_iss_models
+from tflm_compress.benchmark.components import compare_lstm_latency
 from tflm_compress.benchmark.host import BenchmarkSettings
+from tflm_compress.methods.iss import preset_iss_models
 from tflm_compress.models import load_model
 
 FLAGS = flags.FLAGS

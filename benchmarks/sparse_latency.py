@@ -4,7 +4,7 @@
       --model=runs/ptb_pipeline/variants/prune_90_kd/model/model.keras \\
       --output_json=docs/results/ptb_small_sparse_latency.json
 
-Converts the model to each ``.tflite`` flavour of ``pruning.sparsity_flavours``
+Converts the model to each ``.tflite`` flavour of ``sparsity.sparsity_flavours``
 (float and dynamic-range int8, dense and ``EXPERIMENTAL_SPARSITY``), and times
 every flavour LiteRT loads in interleaved rounds (A, B, A, B, ...) on the same
 fixed inputs; a flavour LiteRT refuses is listed with the reason.
@@ -20,7 +20,7 @@ import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/qu
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import cli, io_utils
 from tflm_compress.benchmark.host import BenchmarkSettings, check_rounds, interleaved_p50s
-from tflm_compress.methods import pruning
+from tflm_compress.export import sparsity
 from tflm_compress.models import load_model
 
 FLAGS = flags.FLAGS
@@ -36,8 +36,8 @@ def main(argv):
   settings = BenchmarkSettings(num_threads=FLAGS.threads, num_runs=FLAGS.runs)
   rows, paths = {}, {}
   with tempfile.TemporaryDirectory() as workdir:
-    for name, convert in pruning.sparsity_flavours(model).items():
-      model_bytes, rows[name] = pruning.convert_and_describe(convert)
+    for name, convert in sparsity.sparsity_flavours(model).items():
+      model_bytes, rows[name] = sparsity.convert_and_describe(convert)
       if rows[name].get("loads_in_litert"):
         paths[name] = os.path.join(workdir, f"{name}.tflite")
         io_utils.atomic_write_bytes(paths[name], model_bytes)

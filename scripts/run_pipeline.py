@@ -23,7 +23,8 @@ import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import artifacts, cli, distribute, io_utils, pipeline, report
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
 from tflm_compress.data.generated import MarkovWordSource
-from tflm_compress.export.converter import QUANTIZE_MODES
+from tflm_compress.export import sub8bit
+from tflm_compress.export.modes import EXPORT_MODES
 from tflm_compress.models.config import PRESETS, get_preset
 from tflm_compress.training import Distillation
 
@@ -35,7 +36,12 @@ flags.DEFINE_enum("config", "tiny", sorted(PRESETS), "Preset of the baseline.")
 flags.DEFINE_string("output_dir", None, "Output dir (default: runs/pipeline_CONFIG).")
 flags.DEFINE_string("variants", "", "JSON file listing variants (default: one per method family).")
 flags.DEFINE_list("quantize", ["none", "dynamic", "int8"],
-                  f"PTQ modes to export each variant in: {QUANTIZE_MODES}.")
+                  f"PTQ modes to export each variant in: {EXPORT_MODES} (int4/mixed/auto "
+                  "through ai-edge-quantizer).")
+flags.DEFINE_string("bits", "", "--quantize=mixed: bits per weight group, e.g. "
+                    f"{sub8bit.BITS_EXAMPLE} (see convert.py --bits).")
+flags.DEFINE_string("max_ppl_increase", "1%", "--quantize=auto: allowed validation perplexity "
+                    "increase over each variant's float32 .tflite.")
 flags.DEFINE_integer("epochs", None, "Override the baseline's epochs.", lower_bound=0)
 flags.DEFINE_integer("finetune_epochs", 2, "Fine-tuning epochs per variant.", lower_bound=0)
 flags.DEFINE_float("finetune_learning_rate", None, "Fine-tuning learning rate (default base/4).")
@@ -91,7 +97,8 @@ def main(argv):
       finetune_epochs=FLAGS.finetune_epochs, finetune_learning_rate=FLAGS.finetune_learning_rate,
       finetune_dropout=FLAGS.finetune_dropout,
       benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs,
-      distillation=Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature))
+      distillation=Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature),
+      bits=FLAGS.bits, max_ppl_increase=FLAGS.max_ppl_increase)
   output_dir = FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}"
   generated = GeneratedCorpusConfig()
   if FLAGS.generated_tokens:

@@ -83,15 +83,15 @@ def test_a_model_without_lstm_layers_is_refused(tmp_path):
 
 
 def test_preset_iss_models_shrink_each_layer_of_the_preset():
-  models = components.preset_iss_models("small", [0.5, 0.25])
+  models = iss.preset_iss_models("small", [0.5, 0.25])
   assert list(models) == ["small", "small_iss0.5", "small_iss0.25"]
   assert [components.lstm_state_sizes(m) for m in models.values()] == [
       [200, 200], [100, 100], [50, 50]]
   # 4H(input + H + 1) per layer: input E = 200 for the first, the first's H for the second.
   assert components.lstm_params(models["small_iss0.5"]) == 4 * 100 * 301 + 4 * 100 * 201
   with pytest.raises(UserError, match="iss_keep=0"):
-    components.preset_iss_models("small", [0.0])
+    iss.preset_iss_models("small", [0.0])
   with pytest.raises(UserError, match="at least one --iss_keep"):
-    components.preset_iss_models("small", [])
+    iss.preset_iss_models("small", [])
   with pytest.raises(UserError, match="--iss_keep=0.5,0.5 repeats a fraction"):
-    components.preset_iss_models("small", [0.5, 0.5])
+    iss.preset_iss_models("small", [0.5, 0.5])

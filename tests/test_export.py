@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from tflm_compress.export import inspect_tflite
 from tflm_compress.export.meta import ModelMeta
 from tflm_compress.layers import LSTM
 from tflm_compress.models import ModelConfig, build_language_model
+
+from conftest import REPO_ROOT
 
 # Ops a step model of the baseline lowers to; anything else (WHILE, the fused
 # UNIDIRECTIONAL_SEQUENCE_LSTM, Flex or custom ops) is a regression.
@@ -132,7 +136,10 @@ def test_vocab_mismatch_and_bad_mode(tiny_model, tmp_path):
   with pytest.raises(UserError, match="logits but the vocabulary has 3 words"):
     export.export_step_model(tiny_model, Vocabulary(["a", "<eos>", "<unk>"]),
                              str(tmp_path / "m.tflite"))
-  with pytest.raises(UserError, match="--quantize='int4'"):
+  with pytest.raises(UserError, match=r"--quantize='int3'; use one of \('none', 'dynamic', "
+                                      r"'float16', 'int8', 'int4', 'mixed', 'auto'\)"):
+    export.convert_step_model(tiny_model, "int3")
+  with pytest.raises(UserError, match="--quantize=int4 is written by export_step_model"):
     export.convert_step_model(tiny_model, "int4")
   with pytest.raises(UserError, match="needs representative data"):
     export.convert_step_model(tiny_model, "int8")
@@ -179,3 +186,46 @@ def test_step_graph_xnnpack_partitions(converted, quantize):
   interpreter = Interpreter(model_content=converted[quantize])
   interpreter.allocate_tensors()
   assert delegate_partitions(interpreter) == STEP_GRAPH_PARTITIONS[quantize]
+
+
+def _convert(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "convert.py"), *args],
+                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+
+
+def _error(result) -> str:
+  lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert result.returncode == 1 and len(lines) == 1, result.stderr[-2000:]
+  return lines[0]
+
+
+def test_convert_never_replaces_files_it_did_not_write(tiny_run, tmp_path):
+  # Issue #25: the user's own model.tflite and vocab.txt stay unless --overwrite.
+  folder = tmp_path / "bundle"
+  folder.mkdir()
+  (folder / "model.tflite").write_bytes(b"the user's own model")
+  (folder / "vocab.txt").write_text("the user's own words\n")
+  args = [f"--model_dir={tiny_run[0]}", f"--output={folder / 'model.tflite'}",
+          "--parity_steps=0"]
+  line = _error(_convert(*args))
+  assert line == (f"error: --output={str(folder / 'model.tflite')!r}: "
+                  f"{str(folder / 'model.tflite')!r} exists and is not from a bundle convert.py "
+                  "wrote (no model_meta.json naming model.tflite); pass --overwrite to replace "
+                  "it, or choose another --output")
+  assert (folder / "model.tflite").read_bytes() == b"the user's own model"
+  assert (folder / "vocab.txt").read_text() == "the user's own words\n"
+  assert sorted(os.listdir(folder)) == ["model.tflite", "vocab.txt"]
+  # Only vocab.txt of the user's: refused too.
+  (folder / "model.tflite").unlink()
+  assert "'vocab.txt' exists" in _error(_convert(*args)).replace(str(folder) + "/", "")
+  assert _convert(*args, "--overwrite").returncode == 0
+  assert ModelMeta.load(str(folder / "model_meta.json")).model_file == "model.tflite"
+  assert (folder / "vocab.txt").read_text() != "the user's own words\n"
+  # Its own bundle: replaced without --overwrite.
+  assert _convert(*args, "--quantize=dynamic").returncode == 0
+  assert ModelMeta.load(str(folder / "model_meta.json")).quantization == "dynamic"
+  # Another bundle's folder (its meta names other.tflite): its meta and vocab are not ours.
+  line = _error(_convert(f"--model_dir={tiny_run[0]}", f"--output={folder / 'other.tflite'}",
+                         "--parity_steps=0"))
+  assert "model_meta.json' exists and is not from a bundle" in line
+  assert "naming other.tflite" in line

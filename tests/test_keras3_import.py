@@ -501,3 +501,15 @@ def test_keras3_keeps_working_for_user_code_after_importing_the_package():
   assert keras_version.startswith("3.")  # Keras 3 works for the user's own code,
   assert tf_keras_module.startswith("tf_keras")  # while tf.keras means tf_keras (documented).
   assert shape.strip() == "(2, 3)"
+
+
+@pytest.mark.usefixtures("no_user_objects")
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_public_load_model_reads_a_keras3_file(saved, suffix):
+  import tflm_compress as tc  # pylint: disable=g-import-not-at-top
+
+  path = str(saved / f"sequential{suffix}")
+  for model in (tc.load_model(path), load_model(path)):  # The API and models.load_model.
+    assert is_package_model(model)
+    np.testing.assert_allclose(_outputs(model, TOKENS, softmax=False),
+                               np.load(saved / "sequential.npy"), atol=1e-5, rtol=0)

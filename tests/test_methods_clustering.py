@@ -7,7 +7,8 @@ import tf_keras as keras
 from tflm_compress import testing
 from tflm_compress.errors import UserError
 from tflm_compress.layers import LSTM, TiedEmbedding
-from tflm_compress.methods import clustering, tfmot_support
+from tflm_compress.layers.clustering import ClusterableLSTM, ClusterableTiedEmbedding
+from tflm_compress.methods import clustering
 from tflm_compress.models import ModelConfig, build_language_model, load_model, zero_states
 
 from conftest import compress_tiny_run
@@ -28,7 +29,7 @@ def _outputs(model):
 def test_clusterable_lstm_is_the_lstm_with_its_kernels_clusterable():
   x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype(np.float32)
   states = [np.zeros((2, 6), np.float32)] * 2
-  layer = testing.run_layer_test(tfmot_support.ClusterableLSTM, {"units": 6}, [x] + states,
+  layer = testing.run_layer_test(ClusterableLSTM, {"units": 6}, [x] + states,
                                  [(2, 3, 6), (2, 6), (2, 6)])
   assert layer.get_clusterable_weights() == [("kernel", layer.kernel),
                                              ("recurrent_kernel", layer.recurrent_kernel)]
@@ -75,7 +76,7 @@ def test_targets_and_tied_embeddings(dense_model):
                                           tie_embeddings=True), seed=0)
   clustered = clustering.compress(tied, clustering.Config(num_clusters=4))
   assert isinstance(clustered.get_layer("cluster_embedding").layer,
-                    tfmot_support.ClusterableTiedEmbedding)
+                    ClusterableTiedEmbedding)
   stripped = clustering.strip(clustered)
   assert type(stripped.get_layer("embedding")) is TiedEmbedding
   assert clustering.unique_values(stripped)["embedding/embeddings"] <= 4

@@ -11,7 +11,9 @@ import tf_keras as keras
 
 from tflm_compress import testing
 from tflm_compress.errors import UserError
+from tflm_compress.export import sparsity
 from tflm_compress.layers import LSTM, TiedEmbedding
+from tflm_compress.layers.pruning import PrunableLSTM, PrunableTiedEmbedding
 from tflm_compress.methods import pruning, tfmot_support
 from tflm_compress.models import ModelConfig, build_language_model, zero_states
 
@@ -41,7 +43,7 @@ def _config(**kwargs):
 def test_prunable_lstm_is_the_lstm_with_its_kernels_prunable():
   x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype(np.float32)
   states = [np.zeros((2, 6), np.float32)] * 2
-  layer = testing.run_layer_test(tfmot_support.PrunableLSTM, {"units": 6}, [x] + states,
+  layer = testing.run_layer_test(PrunableLSTM, {"units": 6}, [x] + states,
                                  [(2, 3, 6), (2, 6), (2, 6)])
   assert layer.get_prunable_weights() == [layer.kernel, layer.recurrent_kernel]
   plain = LSTM(6)
@@ -129,7 +131,7 @@ def test_tied_embedding_is_pruned_once():
                                           tie_embeddings=True), seed=0)
   pruned = pruning.compress(tied, pruning.Config(embedding_sparsity=0.8))
   wrapper = pruned.get_layer("prune_low_magnitude_embedding")
-  assert isinstance(wrapper.layer, tfmot_support.PrunableTiedEmbedding)
+  assert isinstance(wrapper.layer, PrunableTiedEmbedding)
   # Called twice per step (lookup and logits): its schedule runs on doubled steps.
   assert wrapper.pruning_schedule.end_step == 2 * pruning.schedule_steps(
       pruning.Config(sparsity=0.8))[1]
@@ -143,8 +145,8 @@ def test_tied_embedding_is_pruned_once():
 def test_sparsity_sizes_of_a_90_percent_sparse_model():
   model = build_language_model(ModelConfig(vocab_size=200, embedding_size=48,
                                            hidden_sizes=(48, 48)), seed=0)
-  dense = pruning.sparsity_sizes(model)
-  sparse = pruning.sparsity_sizes(pruning.strip(pruning.compress(model,
+  dense = sparsity.sparsity_sizes(model)
+  sparse = sparsity.sparsity_sizes(pruning.strip(pruning.compress(model,
                                                                  pruning.Config(sparsity=0.9))))
   for sizes in (dense, sparse):
     assert set(sizes) == {"float", "float_sparse", "dynamic", "dynamic_sparse"}
@@ -271,5 +273,5 @@ def test_convert_and_describe_reports_the_first_line_of_a_converter_error():
   def refuse():
     raise ValueError("\n  sparse hybrid FULLY_CONNECTED unsupported\n  details...")
 
-  assert pruning.convert_and_describe(refuse) == (
+  assert sparsity.convert_and_describe(refuse) == (
       None, {"error": "sparse hybrid FULLY_CONNECTED unsupported"})

@@ -321,3 +321,42 @@ def test_finetune_dropout_of_the_variant_wins_and_is_hashed_only_when_set():
   assert stage_config(0.5, own)["finetune_dropout"] == 0.2
   with pytest.raises(UserError, match="variant 'x': --finetune_dropout=1.0"):
     pipeline.Variant("x", "low_rank", {"rank": 4}, finetune_dropout=1.0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--quantize=none,mixed"], r"--quantize=mixed needs --bits, e\.g\. --bits=embedding:8"),
+    (["--quantize=none", "--bits=lstm:4"], r"--bits=lstm:4 is for --quantize=mixed"),
+    (["--quantize=none,int3"], r"--quantize=none,int3; use some of \('none', .*'int4'"),
+])
+def test_bad_sub8bit_flags_fail_before_any_work(tmp_path, flags, message):
+  proc = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "scripts", "run_pipeline.py"),
+                           f"--output_dir={tmp_path / 'out'}", "--epochs=1",
+                           "--generated_tokens=6000", *flags],
+                          cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  _, err = proc.communicate(timeout=120)
+  errors = [l for l in err.splitlines() if l.startswith("error:")]
+  assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
+  assert re.search(message, errors[0]), errors[0]
+  assert not os.path.exists(tmp_path / "out" / "baseline")
+
+
+def test_sub8bit_modes_export_every_variant(tmp_path):
+  variants = tmp_path / "variants.json"
+  variants.write_text(json.dumps([]))
+  out_dir = tmp_path / "out"
+  proc = _pipeline(out_dir, f"--variants={variants}", "--finetune_epochs=0",
+                   "--quantize=none,int4,mixed", "--bits=embedding:8,lstm:8,softmax:4")
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  rows = {r["name"]: r for r in json.load(open(out_dir / "results.json"))["rows"]}
+  assert {"baseline", "baseline+int4", "baseline+mixed"} <= set(rows)
+  float_row, int4, mixed = rows["baseline"], rows["baseline+int4"], rows["baseline+mixed"]
+  assert set(int4["bits"].values()) == {4}
+  assert mixed["bits"]["embedding"] == 8 and mixed["bits"]["softmax"] == 4
+  assert int4["tflite_bytes"] < mixed["tflite_bytes"] < float_row["tflite_bytes"]
+  for row in (int4, mixed):
+    assert row["argmax_agreement"] > 0.9 and row["tflite_valid_ppl"] > 1
+    meta = json.load(open(os.path.join(os.path.dirname(row["tflite"]), "model_meta.json")))
+    assert meta["quantization"] == row["quantization"]
+    assert meta["quantization"].startswith(row["quantize"] + " (ai-edge-quantizer")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tflm_compress.data import MarkovWordSource
-from tflm_compress.training import eval_windows, evaluate_perplexity
+from tflm_compress.evaluation import eval_windows, evaluate_perplexity
 
 from conftest import REPO_ROOT, SMALL_SOURCE
 
@@ -145,19 +145,20 @@ def test_nan_loss_stops_the_run_and_writes_no_model(small_corpus, tmp_path):
   assert not os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint"))
 
 
-def test_read_only_output_dir_is_a_clear_error(small_corpus, tmp_path):
+def test_unwritable_output_dir_is_a_clear_error_before_any_work(small_corpus, tmp_path):
+  """An output dir under a regular file (ENOTDIR, which root gets too, unlike a
+  read-only dir): one clear error, nothing written."""
   from tflm_compress.errors import UserError  # pylint: disable=g-import-not-at-top
   from tflm_compress.models import get_preset  # pylint: disable=g-import-not-at-top
   from tflm_compress.training import train_language_model  # pylint: disable=g-import-not-at-top
 
-  if os.geteuid() == 0:
-    pytest.skip("root ignores directory permissions; covered by the makedirs check below")
-  locked = tmp_path / "locked"
-  locked.mkdir()
-  locked.chmod(0o500)
-  with pytest.raises(UserError, match="not writable|cannot create"):
+  blocker = tmp_path / "not_a_dir"
+  blocker.write_text("a user's file\n")
+  with pytest.raises(UserError, match=r"^cannot create output directory .*not_a_dir/run"):
     train_language_model(small_corpus, get_preset("tiny").model, get_preset("tiny").train,
-                         str(locked / "run"), progress=False, log=lambda _: None)
+                         str(blocker / "run"), progress=False, log=lambda _: None)
+  assert blocker.read_text() == "a user's file\n"
+  assert sorted(os.listdir(tmp_path)) == ["not_a_dir"]
 
 
 def test_unwritable_paths_are_clear_errors(tmp_path):

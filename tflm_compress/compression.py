@@ -17,10 +17,12 @@ import tf_keras as keras
 from tflm_compress import methods
 from tflm_compress.data.corpus import Corpus
 from tflm_compress.errors import UserError
+from tflm_compress.export import sparsity
 from tflm_compress.layers.lstm import LSTM
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models.config import TrainConfig
-from tflm_compress.models.lstm_lm import count_params, load_model
+from tflm_compress.models.loading import load_model
+from tflm_compress.models.lstm_lm import count_params
 from tflm_compress.training import Distillation, run_training
 
 
@@ -93,7 +95,22 @@ def restore_dropout(previous: dict) -> None:
       setattr(layer, name, value)
 
 
-def _chain(plan, hook: str):
+# Facts of a method's report that take a conversion to measure (methods do not
+# import export): method name -> {report key: model -> value}.
+_EXPORT_REPORTS = {"prune": {"sizes": sparsity.sparsity_sizes}}
+
+
+def method_report(model: keras.Model, plan) -> dict:
+  """Every method's ``report(model)`` by method name, with its export facts."""
+  out = {}
+  for m, _ in with_hook(plan, "report"):
+    out[m.NAME] = m.report(model)
+    for key, measure in _EXPORT_REPORTS.get(m.NAME, {}).items():
+      out[m.NAME][key] = measure(model)
+  return out
+
+
+def with_hook(plan, hook: str):
   """The (method, config) pairs of ``plan`` whose module defines ``hook``."""
   return [(m, c) for m, c in plan if hasattr(m, hook)]
 
@@ -152,22 +169,21 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
     return model
 
   def extra_loss(model):
-    return tf.add_n([m.extra_loss(model, c) for m, c in _chain(plan, "extra_loss")])
+    return tf.add_n([m.extra_loss(model, c) for m, c in with_hook(plan, "extra_loss")])
 
   def callbacks(model):
-    return [cb for m, c in _chain(plan, "callbacks") for cb in m.callbacks(model, c)]
+    return [cb for m, c in with_hook(plan, "callbacks") for cb in m.callbacks(model, c)]
 
   def finalize(model):
     restore_dropout(dropout_rates)
-    for m, c in _chain(plan, "strip"):
+    for m, c in with_hook(plan, "strip"):
       model = m.strip(model, c)
     return model
 
   def report(model):
     out = {"base_params": base_params, "compression_of_params":
            base_params / max(count_params(model), 1)}
-    for m, _ in _chain(plan, "report"):
-      out[m.NAME] = m.report(model)
+    out.update(method_report(model, plan))
     return out
 
   run_config = {
@@ -183,8 +199,8 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
     run_config["teacher_model"] = teacher_model_path
   return run_training(model_fn, corpus, train_config, output_dir, run_config, strategy=strategy,
                       progress=progress, log=log,
-                      extra_loss_fn=extra_loss if _chain(plan, "extra_loss") else None,
-                      callbacks_fn=callbacks if _chain(plan, "callbacks") else None,
+                      extra_loss_fn=extra_loss if with_hook(plan, "extra_loss") else None,
+                      callbacks_fn=callbacks if with_hook(plan, "callbacks") else None,
                       finalize_fn=finalize, report_fn=report,
                       teacher_fn=(lambda: load_model(teacher_path)) if distillation else None,
                       distillation=distillation)

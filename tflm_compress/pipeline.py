@@ -37,13 +37,15 @@ from tflm_compress import compression, io_utils, methods, report, stages
 from tflm_compress.data.corpus import Corpus
 from tflm_compress.errors import UserError
 from tflm_compress.export.bundle import export_step_model
-from tflm_compress.export.converter import QUANTIZE_MODES
+from tflm_compress.export import sub8bit
+from tflm_compress.export.modes import EXPORT_MODES, SUB8BIT_MODES
 from tflm_compress.export.meta import META_FILE
 from tflm_compress.export.parity import check_parity
 from tflm_compress.export.runtime import TFLiteStepModel
 from tflm_compress.models.config import Preset
 from tflm_compress.methods.base import CompressionContext
-from tflm_compress.models.lstm_lm import build_language_model, count_params, load_model
+from tflm_compress.models.loading import load_model
+from tflm_compress.models.lstm_lm import build_language_model, count_params
 from tflm_compress.training import (MODEL_FILE, VOCAB_FILE, Distillation, evaluate_perplexity,
                                     run_training, train_language_model)
 
@@ -112,7 +114,11 @@ class PipelineConfig:
     preset: the named model/training preset of the baseline.
     baseline_model: an existing model.keras to use instead of training one.
     variants: the variants besides the baseline.
-    quantize: PTQ modes every variant is exported in.
+    quantize: PTQ modes every variant is exported in (``EXPORT_MODES``: the
+      converter's and ai-edge-quantizer's int4/mixed/auto).
+    bits: ``mixed``'s bits per weight group (``sub8bit.parse_bits``).
+    max_ppl_increase: ``auto``'s allowed validation perplexity increase over
+      the float32 ``.tflite`` of the same variant.
     finetune_epochs, finetune_learning_rate: the fine-tuning recipe (the
       learning rate defaults to the base one / 4).
     finetune_dropout: dropout while fine-tuning variants that set none (None:
@@ -137,11 +143,22 @@ class PipelineConfig:
   benchmark_threads: int = 1
   benchmark_runs: int = 200
   distillation: Distillation = Distillation()
+  bits: str = ""
+  max_ppl_increase: str = "1%"
 
   def __post_init__(self):
-    bad = [q for q in self.quantize if q not in QUANTIZE_MODES]
+    bad = [q for q in self.quantize if q not in EXPORT_MODES]
     if bad or not self.quantize:
-      raise UserError(f"--quantize={','.join(self.quantize)}; use some of {QUANTIZE_MODES}")
+      raise UserError(f"--quantize={','.join(self.quantize)}; use some of {EXPORT_MODES}")
+    if self.bits and "mixed" not in self.quantize:
+      raise UserError(f"--bits={self.bits} is for --quantize=mixed, which --quantize="
+                      f"{','.join(self.quantize)} does not list")
+    if "mixed" in self.quantize:
+      if not self.bits:
+        raise UserError(f"--quantize=mixed needs --bits, e.g. --bits={sub8bit.BITS_EXAMPLE}")
+      sub8bit.parse_bits(self.bits)
+    if "auto" in self.quantize:
+      sub8bit.parse_ppl_increase(self.max_ppl_increase)
     names = [BASELINE] + [v.name for v in self.variants]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -535,6 +552,12 @@ class Pipeline:
     folder = os.path.join(self._variant_dir(variant.name), mode)
     config = {"stage": "export", "quantize": mode, "upstream": stages.config_hash(upstream),
               "parity_steps": self.config.parity_steps, "splits": self._export_splits()}
+    settings = {}
+    if mode == "mixed":
+      settings = {"bits": self.config.bits}
+    elif mode == "auto":
+      settings = {"max_ppl_increase": self.config.max_ppl_increase}
+    config.update(settings)  # Only sub-8-bit stages carry them: other stage hashes stay.
 
     def fn(folder):
       model = load_model(model_result["model"])
@@ -542,16 +565,27 @@ class Pipeline:
       summary = export_step_model(model, self.corpus.vocab, path, mode,
                                   calibration_ids=self.corpus.split("train"),
                                   method=variant.method or
-                                  (CONTROL if self._is_control(variant) else BASELINE))
+                                  (CONTROL if self._is_control(variant) else BASELINE),
+                                  validation_ids=(self.corpus.split("valid")
+                                                  if mode == "auto" else None),
+                                  log=lambda line: self.log(f"{variant.name}+{mode}: {line}"),
+                                  **settings)
       tflite_model = TFLiteStepModel(path)
       parity = check_parity(model, tflite_model,
                             self.corpus.split("valid")[: self.config.parity_steps])
       ppl = {split: tflite_model.perplexity(self.corpus.split(split))["ppl"]
              for split in self._export_splits()}
-      return {"tflite": path, "tflite_bytes": summary["tflite_bytes"],
-              "weight_bytes_by_group": summary["weight_bytes_by_group"],
-              "ops": summary["ops"], "parity": parity,
-              "tflite_ppl": ppl[self.config.eval_split], "tflite_ppl_by_split": ppl}
+      result = {"tflite": path, "tflite_bytes": summary["tflite_bytes"],
+                "weight_bytes_by_group": summary["weight_bytes_by_group"],
+                "ops": summary["ops"], "parity": parity,
+                "tflite_ppl": ppl[self.config.eval_split], "tflite_ppl_by_split": ppl}
+      if mode in SUB8BIT_MODES:
+        report8 = summary["sub8bit"]
+        result["bits"] = report8["bits"]
+        result["quantization"] = report8["quantization"]
+        if "auto" in report8:
+          result["sensitivity"] = report8["auto"].get("sensitivity")
+      return result
 
     return runner.run(folder, f"{variant.name}+{mode}: export + verify", config, fn)
 
@@ -681,6 +715,9 @@ class Pipeline:
     }
     if variant.distill:
       row["teacher"] = model_result.get("teacher", BASELINE)
+    for key in ("bits", "quantization", "sensitivity"):  # int4 / mixed / auto exports.
+      if key in export_result:
+        row[key] = export_result[key]
     return row
 
   def collect_rows(self) -> list[dict]:

@@ -27,9 +27,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tflm_compress import distribute, io_utils
+from tflm_compress import progress as progress_bar
 from tflm_compress.data.batching import batchify, distributed_lm_dataset, replica_rows
 from tflm_compress.data.corpus import Corpus
 from tflm_compress.errors import UserError
+from tflm_compress.evaluation import evaluate_perplexity, perplexity, sequence_nll, state_sizes
 from tflm_compress.models.config import ModelConfig, TrainConfig
 from tflm_compress.models.lstm_lm import build_language_model, count_params
 
@@ -68,17 +70,8 @@ class TrainingDivergedError(UserError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def perplexity(mean_nll: float) -> float:
-  """``exp(mean NLL)``, ``inf`` past float range (a diverging model, not a crash)."""
-  return math.exp(mean_nll) if mean_nll < 709 else float("inf")
-
-
-def _state_sizes(model: keras.Model) -> list[int]:
-  return [int(t.shape[-1]) for t in model.inputs[1:]]
-
-
 def _zero_state_fn(model: keras.Model, batch_size: int):
-  sizes = _state_sizes(model)
+  sizes = state_sizes(model)
   return lambda: [tf.zeros([batch_size, s]) for s in sizes]
 
 
@@ -86,22 +79,6 @@ def _make_optimizer(train: TrainConfig):
   if train.optimizer == "sgd":
     return keras.optimizers.SGD(learning_rate=train.learning_rate)
   return keras.optimizers.Adam(learning_rate=train.learning_rate)
-
-
-def sequence_nll(model: keras.Model, tokens, targets, states, weights=None, training=False):
-  """Summed NLL (nats) of ``targets`` and the new states.
-
-  Args:
-    tokens, targets: int32 ``[B, T]``.
-    states: the model's state inputs.
-    weights: optional float ``[B, T]``; 0 excludes a position (padding).
-  """
-  outputs = model([tokens] + list(states), training=training)
-  logits, new_states = outputs[0], outputs[1:]
-  nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-  if weights is not None:
-    nll = nll * weights
-  return tf.reduce_sum(nll), new_states
 
 
 class Trainer:
@@ -207,8 +184,9 @@ class Trainer:
     dataset, num_batches = distributed_lm_dataset(self.strategy, ids, train.batch_size,
                                                   train.num_steps)
     states = self.zero_states(self.per_replica_batch)
-    bar = keras.utils.Progbar(num_batches, stateful_metrics=["ppl", "wps"],
-                              verbose=1 if progress else 0)
+    epoch = int(self.epoch.numpy()) + 1
+    # Drawn in place on a terminal only: a log or pipe gets the epoch's summary line.
+    bar = progress_bar.Bar(num_batches, f"epoch {epoch}", enabled=None if progress else False)
     total_nll, tokens_seen, start = 0.0, 0, time.time()
     for i, (tokens, targets) in enumerate(dataset):
       for callback in self.callbacks:
@@ -223,8 +201,9 @@ class Trainer:
       total_nll += nll
       tokens_seen += train.batch_size * train.num_steps
       elapsed = time.time() - start
-      bar.update(i + 1, [("ppl", perplexity(total_nll / tokens_seen)),
-                         ("wps", tokens_seen / max(elapsed, 1e-9))])
+      bar.update(i + 1, ppl=perplexity(total_nll / tokens_seen),
+                 wps=tokens_seen / max(elapsed, 1e-9))
+    bar.close()
     elapsed = time.time() - start
     for callback in self.callbacks:
       callback.on_epoch_end(int(self.epoch.numpy()))
@@ -237,78 +216,6 @@ class Trainer:
                                batch_size or self.train_config.eval_batch_size,
                                num_steps or self.train_config.eval_num_steps,
                                strategy=self.strategy)
-
-
-def eval_windows(ids: np.ndarray, batch_size: int, num_steps: int):
-  """All next-token predictions of ``batch_size`` contiguous rows, padded.
-
-  Returns ``(tokens, targets, weights)``, each ``[num_windows, B, T]``;
-  ``weights`` is 0 on padding. Every token of each row after its first is a
-  target exactly once.
-  """
-  ids = np.asarray(ids, dtype=np.int32)
-  row_len = len(ids) // batch_size
-  if row_len < 2:
-    raise UserError(f"{len(ids)} tokens are too few to evaluate with batch_size={batch_size}")
-  rows = ids[: batch_size * row_len].reshape(batch_size, row_len)
-  num_targets = row_len - 1
-  num_windows = -(-num_targets // num_steps)
-  span = num_windows * num_steps
-  tokens = np.zeros((batch_size, span), np.int32)
-  targets = np.zeros((batch_size, span), np.int32)
-  weights = np.zeros((batch_size, span), np.float32)
-  tokens[:, :num_targets] = rows[:, :-1]
-  targets[:, :num_targets] = rows[:, 1:]
-  weights[:, :num_targets] = 1.0
-
-  def windows(a):
-    return a.reshape(batch_size, num_windows, num_steps).transpose(1, 0, 2)
-
-  return windows(tokens), windows(targets), windows(weights)
-
-
-def evaluate_perplexity(model: keras.Model, ids: np.ndarray, batch_size: int = 1,
-                        num_steps: int = 35,
-                        strategy: tf.distribute.Strategy | None = None) -> dict:
-  """Perplexity of ``ids`` with state carried over each row (the standard way).
-
-  With ``batch_size=1`` the whole split is one stream: exp of the mean NLL over
-  every token after the first (``<eos>`` included). Rows are sharded over the
-  strategy's replicas when ``batch_size`` divides evenly, and NLL and token
-  counts are summed across replicas.
-
-  Returns:
-    ``{'ppl', 'nll', 'tokens'}`` (``nll`` in nats per token).
-  """
-  strategy = strategy or tf.distribute.get_strategy()
-  replicas = strategy.num_replicas_in_sync
-  if batch_size % replicas:
-    strategy, replicas = tf.distribute.get_strategy(), 1
-  tokens, targets, weights = eval_windows(ids, batch_size, num_steps)
-  per_replica = batch_size // replicas
-  sizes = _state_sizes(model)
-
-  def replica_step(x, y, w, states):
-    return sequence_nll(model, x, y, states, weights=w)
-
-  @tf.function
-  def step(x, y, w, states):
-    nll, states = strategy.run(replica_step, args=(x, y, w, states))
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, nll, axis=None), states
-
-  def shard(a):
-    return strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(a[replica_rows(batch_size, replicas,
-                                               ctx.replica_id_in_sync_group)]))
-
-  states = strategy.experimental_distribute_values_from_function(
-      lambda _: [tf.zeros([per_replica, s]) for s in sizes])
-  total = 0.0
-  for x, y, w in zip(tokens, targets, weights):
-    nll, states = step(shard(x), shard(y), shard(w), states)
-    total += float(nll)
-  count = float(weights.sum())
-  return {"ppl": perplexity(total / count), "nll": total / count, "tokens": int(count)}
 
 
 def _check_run_dir(output_dir: str, config_text: str) -> None:

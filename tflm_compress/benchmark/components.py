@@ -14,7 +14,6 @@ and the minimum over rounds of its per-round p50.
 """
 
 import os
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -24,8 +23,7 @@ from tflm_compress import io_utils
 from tflm_compress.benchmark.host import BenchmarkSettings, check_rounds, compare_files
 from tflm_compress.errors import UserError
 from tflm_compress.export.step_model import state_layout
-from tflm_compress.models.config import get_preset
-from tflm_compress.models.lstm_lm import build_language_model, lstm_name
+from tflm_compress.names import lstm_name
 
 
 def lstm_stack_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -121,24 +119,3 @@ def compare_lstm_latency(models: dict[str, keras.Model], workdir: str,
   for row in rows:
     row["param_reduction"] = rows[0]["lstm_params"] / row["lstm_params"]
   return rows
-
-
-def preset_iss_models(preset: str, keeps: Sequence[float]) -> dict[str, keras.Model]:
-  """A preset's architecture (vocabulary 100, random weights), then its
-  ISS-shrunk selves keeping each fraction of ``keeps`` of every layer's units.
-
-  For timing how a relative cut of the LSTM units pays off at each size, and
-  how latency falls with the units kept (the fixed cost is what remains):
-  latency does not depend on the weights' values.
-  """
-  from tflm_compress.methods import iss  # pylint: disable=g-import-not-at-top
-
-  if not keeps:
-    raise UserError("give at least one --iss_keep fraction")
-  if len(set(keeps)) != len(keeps):
-    raise UserError(f"--iss_keep={','.join(f'{k:g}' for k in keeps)} repeats a fraction")
-  model = build_language_model(get_preset(preset).model.with_vocab_size(100), seed=0)
-  models = {preset: model}
-  for keep in keeps:
-    models[f"{preset}_iss{keep:g}"] = iss.compress(model, iss.Config(iss_keep=keep))
-  return models

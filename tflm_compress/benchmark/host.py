@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from tflm_compress import progress
 from tflm_compress.benchmark.schema import SOURCE_HOST, TIMERS, BenchmarkResult, LatencyStats
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
@@ -318,9 +319,12 @@ def interleaved_p50s(paths: dict[str, str], settings: BenchmarkSettings = Benchm
   check_rounds(rounds)
   benchmark = fixed_inputs_benchmark(timer)
   p50s = {name: [] for name in paths}
-  for _ in range(rounds):
-    for name, path in paths.items():
-      p50s[name].append(benchmark(path, settings).latency_ms.p50)
+  # Drawn between timings only (on a terminal), never inside a timed phase.
+  with progress.Bar(rounds * len(paths), "benchmark rounds") as bar:
+    for _ in range(rounds):
+      for name, path in paths.items():
+        p50s[name].append(benchmark(path, settings).latency_ms.p50)
+        bar.advance()
   return p50s
 
 

@@ -9,6 +9,10 @@ Post-training quantization modes (``QUANTIZE_MODES``):
   ``representative_steps`` steps of the training corpus with carried state;
   inputs and outputs stay float32 (int32 for the token), so apps need no
   scale/zero-point bookkeeping.
+
+Below 8 bits (``SUB8BIT_MODES``: ``int4``, ``mixed``, ``auto``) the float32
+model is quantized after conversion by ai-edge-quantizer (see ``sub8bit``);
+``EXPORT_MODES`` is every mode ``export_step_model`` writes.
 """
 
 from typing import Iterable
@@ -20,8 +24,7 @@ import tf_keras as keras
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
 from tflm_compress.export.step_model import TOKEN_INPUT, make_step_function, state_layout
-
-QUANTIZE_MODES = ("none", "dynamic", "float16", "int8")
+from tflm_compress.export.modes import EXPORT_MODES, QUANTIZE_MODES, SUB8BIT_MODES
 
 
 def representative_steps(model: keras.Model, token_ids: np.ndarray,
@@ -59,8 +62,11 @@ def convert_step_model(model: keras.Model, quantize: str = "none",
     UserError: unknown mode, missing calibration data, a layer that cannot be
       lowered, or an op outside the TFLite builtins.
   """
+  if quantize in SUB8BIT_MODES:
+    raise UserError(f"--quantize={quantize} is written by export_step_model (ai-edge-quantizer "
+                    f"after conversion); convert_step_model takes {QUANTIZE_MODES}")
   if quantize not in QUANTIZE_MODES:
-    raise UserError(f"--quantize={quantize!r}; use one of {QUANTIZE_MODES}")
+    raise UserError(f"--quantize={quantize!r}; use one of {EXPORT_MODES}")
   if quantize == "int8" and calibration is None:
     raise UserError("--quantize=int8 needs representative data (the training corpus)")
   # Full-integer int8 keeps one LOGISTIC per sigmoid gate (each quantized on its

@@ -39,6 +39,11 @@ def op_names(model) -> list[str]:
   return names
 
 
+def type_name(tensor_type: int) -> str:
+  """The schema name of a tensor type (``FLOAT32``, ``INT8``, ``INT4``...)."""
+  return _TYPE_NAMES.get(tensor_type, str(tensor_type))
+
+
 def non_builtin_ops(model) -> list[str]:
   return sorted({n for n in op_names(model) if n.startswith("CUSTOM:") or n.startswith("Flex")})
 
@@ -75,8 +80,9 @@ def quantization_report(model) -> dict[str, dict[str, int]]:
   """How each op computes: ``{op: {kind: count}}``.
 
   kind is ``int8`` (int8 activations), ``int8_weights`` (float activations,
-  int8 constant weights: dynamic range), ``float16_weights`` (a DEQUANTIZE of
-  fp16 constants) or ``float32``.
+  int8 constant weights: dynamic range), ``int4_weights`` / ``int2_weights``
+  (the same with 4- or 2-bit weights, or a DEQUANTIZE of them: weight-only),
+  ``float16_weights`` (a DEQUANTIZE of fp16 constants) or ``float32``.
   """
   report = collections.defaultdict(collections.Counter)
   names = op_names(model)
@@ -94,12 +100,46 @@ def quantization_report(model) -> dict[str, dict[str, int]]:
         kind = "int8"
       elif schema.TensorType.INT8 in const_types:
         kind = "int8_weights"
+      elif schema.TensorType.INT4 in const_types:
+        kind = "int4_weights"
+      elif schema.TensorType.INT2 in const_types:
+        kind = "int2_weights"
       elif schema.TensorType.FLOAT16 in const_types:
         kind = "float16_weights"
       else:
         kind = "float32"
       report[name][kind] += 1
   return {k: dict(v) for k, v in sorted(report.items())}
+
+
+def weight_types(model) -> list[dict]:
+  """The constant weight of every op that has one (input 1 of FULLY_CONNECTED,
+  EMBEDDING_LOOKUP, BATCH_MATMUL; input 0 of GATHER and DEQUANTIZE), in graph
+  order: ``{op, tensor, group, type, shape, per_channel, blockwise}``."""
+  weight_input = {"FULLY_CONNECTED": 1, "EMBEDDING_LOOKUP": 1, "BATCH_MATMUL": 1,
+                  "GATHER": 0, "DEQUANTIZE": 0}
+  rows = []
+  names = op_names(model)
+  index = 0
+  for subgraph in model.subgraphs:
+    for op in subgraph.operators:
+      name = names[index]
+      index += 1
+      position = weight_input.get(name)
+      if position is None or len(op.inputs) <= position or op.inputs[position] < 0:
+        continue
+      tensor = subgraph.tensors[op.inputs[position]]
+      if not _const_bytes(model, tensor):
+        continue
+      quant = tensor.quantization
+      scales = 0 if quant is None or quant.scale is None else len(quant.scale)
+      blockwise = (quant is not None
+                   and quant.detailsType == schema.QuantizationDetails.BlockwiseQuantization)
+      tensor_name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+      rows.append({"op": name, "tensor": tensor_name, "group": tensor_group(tensor_name),
+                   "type": type_name(tensor.type), "shape": [int(s) for s in tensor.shape],
+                   "per_channel": scales > 1, "blockwise": bool(blockwise)})
+  return rows
 
 
 def weight_dtypes(model) -> dict[str, int]:
@@ -109,7 +149,7 @@ def weight_dtypes(model) -> dict[str, int]:
     for tensor in subgraph.tensors:
       size = _const_bytes(model, tensor)
       if size:
-        out[_TYPE_NAMES.get(tensor.type, str(tensor.type))] += size
+        out[type_name(tensor.type)] += size
   return dict(out)
 
 

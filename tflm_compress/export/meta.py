@@ -19,7 +19,9 @@ class ModelMeta:
     state_inputs: state input names in order (``h0, c0, h1, c1, ...``).
     state_outputs: the matching output names (``h0_out, ...``), same order.
     state_sizes: the width of each state, same order.
-    quantization: ``none``, ``dynamic``, ``float16`` or ``int8``.
+    quantization: ``none``, ``dynamic``, ``float16`` or ``int8``; for the
+      sub-8-bit modes the recipe on one line, e.g. ``int4 (ai-edge-quantizer
+      dynamic_wi4c_afp32: embedding:4,lstm_0:4,lstm_1:4,softmax:4)``.
     method: how the model was compressed (``baseline`` if not).
   """
 

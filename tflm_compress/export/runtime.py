@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from tflm_compress import progress as progress_bar
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
 from tflm_compress.export.step_model import LOGITS_OUTPUT, SIGNATURE_KEY, TOKEN_INPUT
@@ -88,23 +89,24 @@ class TFLiteStepModel:
       out[t], states = self.step(int(token), states)
     return out
 
-  def perplexity(self, token_ids: np.ndarray, progress_every: int = 0) -> dict:
+  def perplexity(self, token_ids: np.ndarray, progress: bool = True) -> dict:
     """Perplexity of a stream, state carried over the whole of it.
 
     Every token after the first is predicted once (``<eos>`` included), as
-    in the Keras evaluation with ``batch_size=1``.
+    in the Keras evaluation with ``batch_size=1``. ``progress``: a bar with
+    ETA on a terminal (nothing when stdout is a pipe or a log).
     """
     token_ids = np.asarray(token_ids)
     if len(token_ids) < 2:
       raise UserError("perplexity needs at least 2 tokens")
     states = self.zero_states()
     total = 0.0
-    for t in range(len(token_ids) - 1):
-      logits, states = self.step(int(token_ids[t]), states)
-      shifted = logits.astype(np.float64) - logits.max()
-      total += math.log(np.exp(shifted).sum()) - shifted[int(token_ids[t + 1])]
-      if progress_every and (t + 1) % progress_every == 0:
-        print(f"  {t + 1}/{len(token_ids) - 1} tokens, ppl so far "
-              f"{math.exp(total / (t + 1)):.2f}", flush=True)
+    with progress_bar.Bar(len(token_ids) - 1, ".tflite perplexity",
+                          enabled=None if progress else False) as bar:
+      for t in range(len(token_ids) - 1):
+        logits, states = self.step(int(token_ids[t]), states)
+        shifted = logits.astype(np.float64) - logits.max()
+        total += math.log(np.exp(shifted).sum()) - shifted[int(token_ids[t + 1])]
+        bar.update(t + 1, ppl=math.exp(total / (t + 1)))
     count = len(token_ids) - 1
     return {"ppl": math.exp(total / count), "nll": total / count, "tokens": count}

@@ -16,36 +16,51 @@ import contextlib
 
 import tensorflow as tf
 import tf_keras as keras
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
 
 from tflm_compress.errors import UserError
-from tflm_compress.layers import LSTM, TiedEmbedding
+from tflm_compress.layers import LSTM
 
 SIGNATURE_KEY = "serving_default"
 TOKEN_INPUT = "token"
 LOGITS_OUTPUT = "logits"
 
-# Layer classes the step graph knows how to lower; compression methods add theirs.
-_EXPORTABLE_LAYERS: dict[type, str] = {
+# Layer classes that are not the package's, which the step graph lowers: Keras's
+# own and TF Model Optimization's QAT wrapper (a QAT model keeps it at export).
+# The package's layers declare their lowering themselves (``tflite_lowering``).
+_FOREIGN_LOWERINGS: dict[type, str] = {
     keras.layers.InputLayer: "input",
     keras.layers.Embedding: "GATHER",
     keras.layers.Dropout: "identity at inference",
     keras.layers.Dense: "FULLY_CONNECTED",
-    LSTM: "FULLY_CONNECTED + elementwise",
-    TiedEmbedding: "GATHER + FULLY_CONNECTED",
+    quantize_wrapper.QuantizeWrapperV2: "the wrapped layer's ops with QUANTIZE/DEQUANTIZE (int8 "
+                                        "ranges)",
 }
 
 
-def register_exportable_layer(layer_class: type, lowering: str) -> type:
-  """Declares that ``layer_class`` lowers to builtin ops (``lowering`` says how)."""
-  _EXPORTABLE_LAYERS[layer_class] = lowering
-  return layer_class
+def tflite_lowering(layer_class: type) -> str | None:
+  """How the step graph lowers ``layer_class``, or None if it cannot.
+
+  A package layer says so in its own class body (``tflite_lowering``); the
+  attribute is not inherited, since a subclass may compute something its
+  parent's lowering does not cover (e.g. TFMOT's pruning-only subclasses).
+  """
+  return _FOREIGN_LOWERINGS.get(layer_class) or layer_class.__dict__.get("tflite_lowering")
+
+
+def exportable_layer_classes() -> list[type]:
+  """Every layer class registered with Keras (and Keras's own) that lowers, by name."""
+  classes = set(_FOREIGN_LOWERINGS)
+  classes.update(c for c in keras.utils.get_custom_objects().values()
+                 if isinstance(c, type) and tflite_lowering(c))
+  return sorted(classes, key=lambda c: c.__name__)
 
 
 def check_exportable(model: keras.Model) -> None:
   """Raises a UserError naming the first layer the step graph cannot lower."""
-  supported = sorted({cls.__name__ for cls in _EXPORTABLE_LAYERS})
   for layer in model.layers:
-    if not any(type(layer) is cls for cls in _EXPORTABLE_LAYERS):
+    if tflite_lowering(type(layer)) is None:
+      supported = sorted({cls.__name__ for cls in exportable_layer_classes()})
       raise UserError(
           f"layer {layer.name!r} ({type(layer).__name__}) cannot be exported to the TFLite step "
           f"model; supported layers: {', '.join(supported)}")

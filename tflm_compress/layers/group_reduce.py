@@ -100,6 +100,9 @@ class GroupReduceEmbedding(_BlockTables, keras.layers.Layer):
     Chen et al. 2018, arXiv 1806.06950.
   """
 
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "GATHER per block + CONCATENATION + FULLY_CONNECTED"
+
   def __init__(self, input_dim: int, output_dim: int, block_sizes: Sequence[int],
                ranks: Sequence[int], embeddings_initializer="uniform", **kwargs):
     super().__init__(**kwargs)
@@ -174,6 +177,10 @@ class GroupReduceSoftmax(_BlockTables, keras.layers.Layer):
   Reference:
     Chen et al. 2018, arXiv 1806.06950.
   """
+
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = (
+      "FULLY_CONNECTED + SPLIT_V + FULLY_CONNECTED per block + CONCATENATION + GATHER")
 
   def __init__(self, units: int, block_sizes: Sequence[int], ranks: Sequence[int],
                kernel_initializer="glorot_uniform", **kwargs):

@@ -24,6 +24,9 @@ class LowRankDense(keras.layers.Layer):
     inputs: float ``[..., input_dim]``.
   """
 
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "FULLY_CONNECTED x2 (GATHER + FULLY_CONNECTED for the embedding)"
+
   def __init__(self, units: int, rank: int, kernel_initializer="glorot_uniform", **kwargs):
     super().__init__(**kwargs)
     self.units = int(units)
@@ -69,6 +72,9 @@ class LowRankEmbedding(keras.layers.Layer):
   Call arguments:
     inputs: int ids ``[...]``; returns ``[..., E]``.
   """
+
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "FULLY_CONNECTED x2 (GATHER + FULLY_CONNECTED for the embedding)"
 
   def __init__(self, input_dim: int, output_dim: int, rank: int,
                embeddings_initializer="uniform", **kwargs):
@@ -117,6 +123,9 @@ class LowRankLSTM(LSTM):
     recurrent_rank: rank of the recurrent kernel (0 = dense).
     **kwargs: passed to :class:`LSTM`.
   """
+
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "FULLY_CONNECTED x2 (GATHER + FULLY_CONNECTED for the embedding)"
 
   def __init__(self, units: int, input_rank: int = 0, recurrent_rank: int = 0, **kwargs):
     super().__init__(units, **kwargs)

@@ -51,6 +51,9 @@ class LSTM(keras.layers.Layer):
     >>> y, h, c = lstm([tf.zeros([2, 5, 4]), tf.zeros([2, 8]), tf.zeros([2, 8])])
   """
 
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "FULLY_CONNECTED + elementwise"
+
   # How :meth:`fused_step` computes the gates: "tanh" (one TANH for all four;
   # exact in float) or "logistic" (three LOGISTICs and a TANH, each gate
   # quantized on its own range: the full-integer int8 export uses this). Set

@@ -75,6 +75,9 @@ class SlimEmbedding(_Assignment, keras.layers.Layer):
     Li et al. 2018, arXiv 1711.09873.
   """
 
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "GATHER x2 + RESHAPE"
+
   def __init__(self, input_dim: int, output_dim: int, num_subvectors: int, pool_size: int,
                seed: int = 0, embeddings_initializer="uniform", **kwargs):
     super().__init__(**kwargs)
@@ -137,6 +140,9 @@ class SlimSoftmax(_Assignment, keras.layers.Layer):
   Reference:
     Li et al. 2018, arXiv 1711.09873.
   """
+
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "FULLY_CONNECTED [K*M scores] + GATHER + SUM + ADD"
 
   def __init__(self, units: int, num_subvectors: int, pool_size: int, seed: int = 0,
                kernel_initializer="glorot_uniform", **kwargs):

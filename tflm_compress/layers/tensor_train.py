@@ -224,6 +224,9 @@ class TTDense(keras.layers.Layer):
     TensorShape([2, 7, 30])
   """
 
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "TRANSPOSE + FULLY_CONNECTED per core (PAD/SLICE if padded)"
+
   def __init__(self, units: int, tt_shape, tt_rank: int, **kwargs):
     super().__init__(**kwargs)
     self.units = int(units)
@@ -280,6 +283,9 @@ class TTEmbedding(keras.layers.Layer):
     inputs: int ids ``[...]`` in ``[0, input_dim)``; returns ``[..., E]``.
   """
 
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "FLOOR_DIV/FLOOR_MOD + GATHER + BATCH_MATMUL per core"
+
   def __init__(self, input_dim: int, output_dim: int, tt_shape, tt_rank: int, **kwargs):
     super().__init__(**kwargs)
     self.input_dim = int(input_dim)
@@ -333,6 +339,9 @@ class TTLSTM(LSTM):
   Call arguments:
     inputs: ``[x, h, c]`` as for :class:`LSTM`.
   """
+
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "TT kernels as TTDense, then the LSTM's elementwise ops"
 
   def __init__(self, units: int, kernel_tt_shape=None, kernel_tt_rank: int = 0,
                recurrent_tt_shape=None, recurrent_tt_rank: int = 0, **kwargs):

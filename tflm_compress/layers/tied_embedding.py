@@ -27,6 +27,9 @@ class TiedEmbedding(keras.layers.Layer):
     mode: ``"embed"`` or ``"logits"``.
   """
 
+  # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
+  tflite_lowering = "GATHER + FULLY_CONNECTED"
+
   def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform",
                **kwargs):
     super().__init__(**kwargs)

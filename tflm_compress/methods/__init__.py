@@ -4,30 +4,17 @@
 ``low_rank+tt`` applies several in order (:func:`parse_spec`).
 """
 
-import importlib
-import importlib.util
 import types
 
 from tflm_compress.errors import UserError
+from tflm_compress.methods import (clustering, group_reduce, iss, low_rank, pruning,
+                                   quantization, slim_embedding, tensor_train)
 from tflm_compress.methods.base import CompressionContext
 
-# Modules of tflm_compress.methods that implement a method, in report order.
-_METHOD_MODULES = ("pruning", "quantization", "clustering", "low_rank", "tensor_train",
-                   "group_reduce", "slim_embedding", "iss")
-
-
-def _load_registry() -> dict[str, types.ModuleType]:
-  registry = {}
-  for module_name in _METHOD_MODULES:
-    full_name = f"{__name__}.{module_name}"
-    if importlib.util.find_spec(full_name) is None:
-      continue  # Not built yet.
-    module = importlib.import_module(full_name)
-    registry[module.NAME] = module
-  return registry
-
-
-REGISTRY: dict[str, types.ModuleType] = _load_registry()
+# The methods by name, in report order. Adding a method: its module here, one entry.
+REGISTRY: dict[str, types.ModuleType] = {m.NAME: m for m in (
+    pruning, quantization, clustering, low_rank, tensor_train, group_reduce, slim_embedding,
+    iss)}
 
 
 def get(name: str) -> types.ModuleType:

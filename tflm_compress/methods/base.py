@@ -26,7 +26,8 @@ import tf_keras as keras
 
 from tflm_compress.data.vocab import Vocabulary
 from tflm_compress.errors import UserError
-from tflm_compress.models.lstm_lm import EMBEDDING, SOFTMAX
+from tflm_compress.layers.lstm import LSTM
+from tflm_compress.names import layer_kind
 
 
 @dataclasses.dataclass
@@ -56,8 +57,6 @@ class CompressionContext:
 
 def lstm_layers(model: keras.Model) -> list[keras.layers.Layer]:
   """The model's LSTM layers, bottom first (named ``lstm_0``, ``lstm_1``...)."""
-  from tflm_compress.layers.lstm import LSTM  # pylint: disable=g-import-not-at-top
-
   return [l for l in model.layers if isinstance(l, LSTM)]
 
 
@@ -151,14 +150,3 @@ def check_rank(flag: str, rank: int, shape: tuple[int, int], layer_name: str) ->
   if not 1 <= rank <= max_rank:
     raise UserError(f"--{flag}={rank} does not fit {layer_name} ({shape[0]}x{shape[1]}); "
                     f"use 1..{max_rank}")
-
-
-def layer_kind(layer: keras.layers.Layer) -> str:
-  """``embedding``, ``lstm``, ``softmax`` or ``other`` (by the model's layer names)."""
-  if layer.name == EMBEDDING:
-    return "embedding"
-  if layer.name == SOFTMAX:
-    return "softmax"
-  if layer.name.startswith("lstm_"):
-    return "lstm"
-  return "other"

@@ -34,10 +34,15 @@ from tensorflow_model_optimization.python.core.clustering.keras.cluster_config i
     GradientAggregation)
 
 from tflm_compress.errors import UserError
+from tflm_compress.layers.clustering import ClusterableLSTM, ClusterableTiedEmbedding
 from tflm_compress.methods import tfmot_support
 from tflm_compress.methods.base import CompressionContext, layer_kind, replace_layers
 
 NAME = "cluster"
+# The public config class, ``tflm_compress.Cluster``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "Cluster"
+FLAG_PREFIXES = ("cluster_",)
 
 CentroidInitialization = tfmot.clustering.keras.CentroidInitialization
 INITS = {
@@ -102,8 +107,7 @@ class Config:
 
 def _clusterable(layer: keras.layers.Layer) -> keras.layers.Layer | None:
   """A fresh clusterable copy of a targeted package layer, or None."""
-  return tfmot_support.targeted_copy(layer, tfmot_support.ClusterableLSTM,
-                                     tfmot_support.ClusterableTiedEmbedding)
+  return tfmot_support.targeted_copy(layer, ClusterableLSTM, ClusterableTiedEmbedding)
 
 
 def compress(model: keras.Model, config: Config,

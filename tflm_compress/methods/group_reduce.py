@@ -49,19 +49,16 @@ import numpy as np
 import tf_keras as keras
 
 from tflm_compress.errors import UserError
-from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.group_reduce import GroupReduceEmbedding, GroupReduceSoftmax
 from tflm_compress.methods.base import (CompressionContext, replace_planned_layers,
                                         word_vector_tables)
 
 NAME = "group_reduce"
+# The public config class, ``tflm_compress.GroupReduce``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "GroupReduce"
+FLAG_PREFIXES = ("gr_",)
 TARGETS = ("embedding", "softmax")
-
-register_exportable_layer(GroupReduceEmbedding,
-                          "GATHER per block + CONCATENATION + FULLY_CONNECTED")
-register_exportable_layer(GroupReduceSoftmax,
-                          "FULLY_CONNECTED + SPLIT_V + FULLY_CONNECTED per block + "
-                          "CONCATENATION + GATHER")
 
 FLAG_HELP = {
     "gr_num_blocks": "GroupReduce: number of frequency blocks (contiguous id ranges of equal "

@@ -55,6 +55,7 @@ units are never removed (only the layers below it are shrunk).
 import dataclasses
 import math
 import weakref
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -64,9 +65,15 @@ from tflm_compress.errors import UserError
 from tflm_compress.layers.lstm import LSTM
 from tflm_compress.layers.tied_embedding import TiedEmbedding
 from tflm_compress.methods.base import CompressionContext, find_layer
-from tflm_compress.models.lstm_lm import EMBEDDING, SOFTMAX, lstm_name
+from tflm_compress.models.config import get_preset
+from tflm_compress.models.lstm_lm import build_language_model
+from tflm_compress.names import EMBEDDING, SOFTMAX, lstm_name
 
 NAME = "iss"
+# The public config class, ``tflm_compress.ISS``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "ISS"
+FLAG_PREFIXES = ("iss_",)
 
 GROUP_WEIGHTS = ("none", "sqrt_size")
 
@@ -600,3 +607,22 @@ def report(model: keras.Model) -> dict:
   return {"hidden_sizes": [s.lstm.units for s in model_sites], "layers": layers,
           "lstm_params_before": record["lstm_params_before"] if record else after,
           "lstm_params_after": after}
+
+
+def preset_iss_models(preset: str, keeps: Sequence[float]) -> dict[str, keras.Model]:
+  """A preset's architecture (vocabulary 100, random weights), then its
+  ISS-shrunk selves keeping each fraction of ``keeps`` of every layer's units.
+
+  For timing how a relative cut of the LSTM units pays off at each size, and
+  how latency falls with the units kept (the fixed cost is what remains):
+  latency does not depend on the weights' values.
+  """
+  if not keeps:
+    raise UserError("give at least one --iss_keep fraction")
+  if len(set(keeps)) != len(keeps):
+    raise UserError(f"--iss_keep={','.join(f'{k:g}' for k in keeps)} repeats a fraction")
+  model = build_language_model(get_preset(preset).model.with_vocab_size(100), seed=0)
+  models = {preset: model}
+  for keep in keeps:
+    models[f"{preset}_iss{keep:g}"] = compress(model, Config(iss_keep=keep))
+  return models

@@ -14,16 +14,16 @@ import numpy as np
 import tf_keras as keras
 
 from tflm_compress.errors import UserError
-from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.lstm import LSTM
 from tflm_compress.layers.low_rank import LowRankDense, LowRankEmbedding, LowRankLSTM
 from tflm_compress.methods.base import (CompressionContext, check_rank, layer_kind,
                                         replace_planned_layers)
 
 NAME = "low_rank"
-
-for _cls in (LowRankDense, LowRankEmbedding, LowRankLSTM):
-  register_exportable_layer(_cls, "FULLY_CONNECTED x2 (GATHER + FULLY_CONNECTED for the embedding)")
+# The public config class, ``tflm_compress.LowRank``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "LowRank"
+FLAG_PREFIXES = ()
 
 FLAG_HELP = {
     "rank": "Low-rank: rank for every targeted matrix (0 = unset).",

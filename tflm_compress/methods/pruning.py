@@ -14,15 +14,14 @@ ended early or was skipped), removes the wrappers with ``strip_pruning`` and
 returns plain package layers.
 
 A pruned model is as big as a dense one in ``model.keras`` and in a plain
-``.tflite``; :func:`sparsity_sizes` says what the zeros are worth: gzip of the
-file, and TFLite's sparse tensor encoding (``Optimize.EXPERIMENTAL_SPARSITY``,
-alone and with int8).
+``.tflite``; :func:`tflm_compress.export.sparsity.sparsity_sizes` says what the
+zeros are worth: gzip of the file, and TFLite's sparse tensor encoding
+(``Optimize.EXPERIMENTAL_SPARSITY``, alone and with int8); the fine-tuning run
+adds it to this method's report.
 """
 
 import dataclasses
-import gzip
 import math
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -31,14 +30,15 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tflm_compress.errors import UserError
-from tflm_compress.export import inspect_tflite
-from tflm_compress.export.converter import convert_step_model
-from tflm_compress.export.runtime import TFLiteStepModel
-from tflm_compress.export.step_model import make_step_function
+from tflm_compress.layers.pruning import PrunableLSTM, PrunableTiedEmbedding, PruneLowMagnitude
 from tflm_compress.methods import tfmot_support
 from tflm_compress.methods.base import CompressionContext, layer_kind, replace_layers
 
 NAME = "prune"
+# The public config class, ``tflm_compress.Prune``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "Prune"
+FLAG_PREFIXES = ("pruning_", "prune_")
 SCHEDULES = ("polynomial", "constant")
 # Without a known fine-tuning length (and no --pruning_end_step), the ramp
 # takes this many steps; strip() completes the schedule either way.
@@ -164,8 +164,7 @@ def _make_schedule(config: Config, target: float, steps: tuple[int, int, int], c
 
 def _prunable(layer: keras.layers.Layer) -> keras.layers.Layer | None:
   """A fresh prunable copy of a targeted package layer, or None if not targeted."""
-  return tfmot_support.targeted_copy(layer, tfmot_support.PrunableLSTM,
-                                     tfmot_support.PrunableTiedEmbedding)
+  return tfmot_support.targeted_copy(layer, PrunableLSTM, PrunableTiedEmbedding)
 
 
 def _check_block_size(config: Config, layer: keras.layers.Layer, group: str) -> None:
@@ -176,32 +175,6 @@ def _check_block_size(config: Config, layer: keras.layers.Layer, group: str) -> 
       raise UserError(f"--prune_block_size={config.prune_block_size!r} is larger than "
                       f"{layer.name}/{short} {shape[0]}x{shape[1]} ({group}); use a block "
                       "that fits every targeted matrix")
-
-
-class PruneLowMagnitude(pruning_wrapper.PruneLowMagnitude):
-  """TFMOT's pruning wrapper, callable outside the strategy that built it.
-
-  Every call of TFMOT's wrapper re-applies the mask to the weights
-  (``weight_mask_op``), through a ``merge_call`` in the current replica
-  context. The package's loop evaluates on one device under the *default*
-  strategy when the eval batch does not split over the replicas (e.g.
-  ``eval_batch_size=1`` with two GPUs); that path cannot assign mirrored
-  variables. Such a call here enters the scope of the strategy the wrapper
-  was built under (cross-replica context: a plain assign of every copy);
-  calls inside ``strategy.run`` (training) or with no strategy at all take
-  TFMOT's path unchanged.
-  """
-
-  def build(self, input_shape):
-    self._built_under = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-    super().build(input_shape)
-
-  def call(self, inputs, training=None, **kwargs):
-    strategy = getattr(self, "_built_under", None)
-    if strategy is not None and not tf.distribute.has_strategy():
-      with strategy.scope():
-        return super().call(inputs, training=training, **kwargs)
-    return super().call(inputs, training=training, **kwargs)
 
 
 def compress(model: keras.Model, config: Config,
@@ -308,98 +281,8 @@ def measured_sparsity(model: keras.Model) -> dict[str, float]:
           for name, value in tfmot_support.target_tensors(model).items()}
 
 
-def _gzip_size(data: bytes) -> int:
-  return len(gzip.compress(data, compresslevel=9, mtime=0))
-
-
-def _convert_sparse(model: keras.Model, int8: bool, calibration=None) -> bytes:
-  """Step model with TFLite's sparse tensor encoding (builtin ops only)."""
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([make_step_function(model)], model)
-  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-  converter.allow_custom_ops = False
-  converter.optimizations = ([tf.lite.Optimize.DEFAULT] if int8 else []) + [
-      tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-  if calibration is not None:
-    samples = list(calibration)
-    converter.representative_dataset = lambda: iter(samples)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-  model_bytes = converter.convert()
-  bad = inspect_tflite.non_builtin_ops(inspect_tflite.parse(model_bytes))
-  if bad:
-    raise UserError(f"sparse conversion used non-builtin ops {bad}")
-  return model_bytes
-
-
-def describe_tflite(model_bytes: bytes) -> dict:
-  """``tflite_bytes``, ``gzip_bytes``, ``sparse_tensors`` and ``loads_in_litert`` of a file."""
-  parsed = inspect_tflite.parse(model_bytes)
-  sparse = sum(1 for g in parsed.subgraphs for t in g.tensors if t.sparsity is not None)
-  try:
-    TFLiteStepModel(model_bytes)
-    loads = True
-  except UserError:
-    loads = False
-  return {"tflite_bytes": len(model_bytes), "gzip_bytes": _gzip_size(model_bytes),
-          "sparse_tensors": sparse, "loads_in_litert": loads}
-
-
-def sparsity_flavours(model: keras.Model, calibration=None) -> dict[str, Callable[[], bytes]]:
-  """The step model's ``.tflite`` flavours, dense and sparse-encoded: name -> converter.
-
-  ``float``, ``float_sparse`` (``EXPERIMENTAL_SPARSITY``), ``dynamic``,
-  ``dynamic_sparse``, and with ``calibration`` (step inputs, see
-  ``export.representative_steps``) ``int8`` and ``int8_sparse``.
-  """
-  flavours = {
-      "float": lambda: convert_step_model(model, "none"),
-      "float_sparse": lambda: _convert_sparse(model, int8=False),
-      "dynamic": lambda: convert_step_model(model, "dynamic"),
-      "dynamic_sparse": lambda: _convert_sparse(model, int8=True),
-  }
-  if calibration is not None:
-    samples = list(calibration)
-    flavours["int8"] = lambda: convert_step_model(model, "int8", samples)
-    flavours["int8_sparse"] = lambda: _convert_sparse(model, int8=True, calibration=samples)
-  return flavours
-
-
-def sparsity_sizes(model: keras.Model, calibration=None) -> dict[str, dict]:
-  """What the zeros of ``model`` are worth on disk, per ``.tflite`` flavour.
-
-  Args:
-    model: a package model (stripped).
-    calibration: step inputs for full-int8 variants (see
-      ``export.representative_steps``); without it only float and
-      dynamic-range int8 are measured.
-
-  Returns:
-    ``{variant: {'tflite_bytes', 'gzip_bytes', 'sparse_tensors',
-    'loads_in_litert'}}`` for ``float`` (dense), ``float_sparse``
-    (``EXPERIMENTAL_SPARSITY``), ``dynamic`` and ``dynamic_sparse``
-    (``DEFAULT`` [+ sparsity]), and with ``calibration`` ``int8`` and
-    ``int8_sparse``. ``sparse_tensors`` counts tensors stored in TFLite's
-    sparse format (the converter encodes only FULLY_CONNECTED weights sparse
-    enough to pay; GATHER tables stay dense); ``loads_in_litert`` says
-    whether LiteRT with its default delegates accepts the file (XNNPACK
-    refuses sparse hybrid FULLY_CONNECTED). A variant the converter refuses
-    reads ``{'error': message}``.
-  """
-  return {name: convert_and_describe(convert)[1]
-          for name, convert in sparsity_flavours(model, calibration).items()}
-
-
-def convert_and_describe(convert: Callable[[], bytes]) -> tuple[bytes | None, dict]:
-  """``(file, describe_tflite(file))``, or ``(None, {'error': first line})`` if the
-  converter refuses."""
-  try:
-    model_bytes = convert()
-  except Exception as e:  # pylint: disable=broad-except  (the converter raises many types)
-    return None, {"error": (str(e).strip().splitlines() or [type(e).__name__])[0]}
-  return model_bytes, describe_tflite(model_bytes)
-
-
 def report(model: keras.Model) -> dict:
-  """Measured sparsity per targeted tensor and overall, and :func:`sparsity_sizes`.
+  """Measured sparsity per targeted tensor and overall.
 
   ``nonzero_params`` counts the trainable weights that are not exactly zero
   (``params`` in ``metrics.json`` counts the zeros too).
@@ -409,5 +292,4 @@ def report(model: keras.Model) -> dict:
   total = sum(v.size for v in tensors.values())
   return {"sparsity": measured_sparsity(model),
           "overall_sparsity": zeros / max(total, 1),
-          "nonzero_params": int(sum(np.count_nonzero(w.numpy()) for w in model.trainable_weights)),
-          "sizes": sparsity_sizes(model)}
+          "nonzero_params": int(sum(np.count_nonzero(w.numpy()) for w in model.trainable_weights))}

@@ -31,8 +31,8 @@ points of the weights and activations they cover, calibrating the rest (the
 few intermediate tensors of the gate arithmetic) on the representative
 steps. ``--quantize=none`` gives a float model with the same
 QUANTIZE/DEQUANTIZE pairs, which computes what the Keras QAT model computes.
-The ``model.keras`` of a QAT run holds TFMOT's classes; importing this module
-(which ``load_model`` does through the methods registry) registers them.
+The ``model.keras`` of a QAT run holds TFMOT's classes; importing
+``tflm_compress`` registers them (:mod:`tflm_compress.layers.quantization`).
 """
 
 import dataclasses
@@ -45,15 +45,18 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_quantize_layout_transform, default_8bit_quantize_scheme)
 
 from tflm_compress.errors import UserError
-from tflm_compress.export.step_model import register_exportable_layer
-from tflm_compress.layers.lstm import LSTM, PACKAGE
+from tflm_compress.layers.lstm import LSTM
+from tflm_compress.layers.quantization import (ACTIVATION_ATTRS, EmbeddingQuantizeConfig,
+                                               LSTMQuantizeConfig, QuantizableLSTM)
 from tflm_compress.layers.tied_embedding import TiedEmbedding
 from tflm_compress.methods import tfmot_support
 from tflm_compress.methods.base import CompressionContext, layer_kind
 
 NAME = "qat"
-
-quantizers = tfmot.quantization.keras.quantizers
+# The public config class, ``tflm_compress.QAT``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "QAT"
+FLAG_PREFIXES = ("qat_",)
 
 FLAG_HELP = {
     "qat_quantize_gates": "QAT: also fake-quantize the LSTM gate pre-activations, cell state "
@@ -80,115 +83,6 @@ class Config:
   def __post_init__(self):
     if not isinstance(self.qat_quantize_gates, bool):
       raise UserError(f"--qat_quantize_gates={self.qat_quantize_gates!r}; use true or false")
-
-
-def _weight_quantizer():
-  """TFLite's int8 weights: symmetric, narrow range [-127, 127], per tensor."""
-  return quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
-                                       narrow_range=True)
-
-
-def _activation_quantizer():
-  """TFLite's int8 activations: asymmetric, moving-average range."""
-  return quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
-                                           narrow_range=False)
-
-
-@keras.utils.register_keras_serializable(package=PACKAGE)
-class QuantizableLSTM(LSTM):
-  """An :class:`LSTM` whose stored activations TFMOT can fake-quantize.
-
-  The same layer, weights and math; ``gate_preactivation`` (on ``z``, the
-  four gates before their nonlinearities), ``cell_activation`` (on the new
-  ``c``) and ``hidden_activation`` (on the new ``h``) are identity functions
-  (``keras.activations.linear``) that a ``QuantizeConfig`` replaces with
-  TFMOT's ``QuantizeAwareActivation`` (a linear activation is quantized after
-  it is applied). Same args as :class:`LSTM`.
-  """
-
-  def __init__(self, units: int, **kwargs):
-    super().__init__(units, **kwargs)
-    self.gate_preactivation = keras.activations.linear
-    self.cell_activation = keras.activations.linear
-    self.hidden_activation = keras.activations.linear
-
-  def cell(self, z_x, h, c):
-    z = self.gate_preactivation(z_x + self.recurrent_projection(h))
-    i, f, g, o = tf.split(z, 4, axis=-1)
-    c = self.cell_activation(tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g))
-    h = self.hidden_activation(tf.sigmoid(o) * tf.tanh(c))
-    return h, c
-
-
-tfmot_support.register_package_subclass(QuantizableLSTM, LSTM)
-register_exportable_layer(QuantizableLSTM, "FULLY_CONNECTED + elementwise")
-
-_ACTIVATION_ATTRS = ("gate_preactivation", "cell_activation", "hidden_activation")
-
-
-@keras.utils.register_keras_serializable(package=PACKAGE)
-class LSTMQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-  """Fake quantization of an LSTM's kernels, and of a QuantizableLSTM's z, c, h.
-
-  Both kernels get TFLite's int8 weight quantization (symmetric, per tensor);
-  the activations a moving-average asymmetric range each.
-
-  Args:
-    quantize_gates: quantize ``z``, ``c`` and ``h`` (a ``QuantizableLSTM`` only).
-  """
-
-  def __init__(self, quantize_gates: bool = True):
-    self.quantize_gates = bool(quantize_gates)
-
-  def _activation_attrs(self, layer):
-    return _ACTIVATION_ATTRS if self.quantize_gates and isinstance(layer, QuantizableLSTM) else ()
-
-  def get_weights_and_quantizers(self, layer):
-    return [(layer.kernel, _weight_quantizer()), (layer.recurrent_kernel, _weight_quantizer())]
-
-  def get_activations_and_quantizers(self, layer):
-    return [(getattr(layer, a), _activation_quantizer()) for a in self._activation_attrs(layer)]
-
-  def set_quantize_weights(self, layer, quantize_weights):
-    layer.kernel, layer.recurrent_kernel = quantize_weights
-
-  def set_quantize_activations(self, layer, quantize_activations):
-    for attr, activation in zip(self._activation_attrs(layer), quantize_activations):
-      setattr(layer, attr, activation)
-
-  def get_output_quantizers(self, layer):
-    return []  # Three outputs; h and c are quantized inside (hidden/cell_activation).
-
-  def get_config(self):
-    return {"quantize_gates": self.quantize_gates}
-
-
-@keras.utils.register_keras_serializable(package=PACKAGE)
-class EmbeddingQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-  """Fake quantization of an embedding table (``Embedding`` or ``TiedEmbedding``).
-
-  The lookup output is a row of the quantized table, so it needs no range of
-  its own. A tied embedding's logits (``features @ table^T + bias``) use the
-  same quantized table; their int8 range comes from calibration at export.
-  """
-
-  def get_weights_and_quantizers(self, layer):
-    return [(layer.embeddings, _weight_quantizer())]
-
-  def get_activations_and_quantizers(self, layer):
-    return []
-
-  def set_quantize_weights(self, layer, quantize_weights):
-    (layer.embeddings,) = quantize_weights
-
-  def set_quantize_activations(self, layer, quantize_activations):
-    pass
-
-  def get_output_quantizers(self, layer):
-    return []
-
-  def get_config(self):
-    return {}
 
 
 class _NoInputQuantizeTransform(
@@ -345,7 +239,7 @@ def report(model: keras.Model) -> dict:
     for weight, _, quantizer_vars in layer._weight_vars:  # pylint: disable=protected-access
       out["weight_ranges"][f"{inner.name}/{_short_name(weight)}"] = _range(quantizer_vars)
     activations = layer._quantize_activations  # pylint: disable=protected-access
-    names = (_ACTIVATION_ATTRS if isinstance(inner, QuantizableLSTM)
+    names = (ACTIVATION_ATTRS if isinstance(inner, QuantizableLSTM)
              else [f"activation_{i}" for i in range(len(activations))])
     if isinstance(inner, keras.layers.Dense):
       names = ["logits"]
@@ -354,8 +248,3 @@ def report(model: keras.Model) -> dict:
       if quantizer_vars is not None:
         out["activation_ranges"][f"{inner.name}/{name}"] = _range(quantizer_vars)
   return out
-
-
-register_exportable_layer(quantize_wrapper.QuantizeWrapperV2,
-                          "the wrapped layer's ops with QUANTIZE/DEQUANTIZE (int8 ranges)")
-tfmot_support.register_tfmot_objects()

@@ -28,17 +28,17 @@ import numpy as np
 import tf_keras as keras
 
 from tflm_compress.errors import UserError
-from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.slim_embedding import SlimEmbedding, SlimSoftmax, random_assignment
 from tflm_compress.methods.base import (CompressionContext, replace_planned_layers,
                                         word_vector_tables)
 
 NAME = "slim_embedding"
+# The public config class, ``tflm_compress.SlimEmbedding``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "SlimEmbedding"
+FLAG_PREFIXES = ("slim_",)
 TARGETS = ("embedding", "softmax")
 INITS = ("average", "random")
-
-register_exportable_layer(SlimEmbedding, "GATHER x2 + RESHAPE")
-register_exportable_layer(SlimSoftmax, "FULLY_CONNECTED [K*M scores] + GATHER + SUM + ADD")
 
 FLAG_HELP = {
     "slim_k": "Slim embeddings: sub-vectors per word vector K (must divide the embedding / "

@@ -24,17 +24,16 @@ import tf_keras as keras
 
 from tflm_compress.compat import import_t3f
 from tflm_compress.errors import UserError
-from tflm_compress.export.step_model import register_exportable_layer
 from tflm_compress.layers.lstm import LSTM
 from tflm_compress.layers.tensor_train import (TTDense, TTEmbedding, TTLSTM, tt_core_shapes,
                                                tt_param_count, tt_ranks)
 from tflm_compress.methods.base import CompressionContext, layer_kind, replace_planned_layers
 
 NAME = "tt"
-
-register_exportable_layer(TTDense, "TRANSPOSE + FULLY_CONNECTED per core (PAD/SLICE if padded)")
-register_exportable_layer(TTEmbedding, "FLOOR_DIV/FLOOR_MOD + GATHER + BATCH_MATMUL per core")
-register_exportable_layer(TTLSTM, "TT kernels as TTDense, then the LSTM's elementwise ops")
+# The public config class, ``tflm_compress.TensorTrain``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "TensorTrain"
+FLAG_PREFIXES = ("tt_",)
 
 FLAG_HELP = {
     "tt_rank": "Tensor train: TT-rank cap for every targeted matrix (0 = unset).",

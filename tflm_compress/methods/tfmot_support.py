@@ -2,93 +2,22 @@
 
 TF Model Optimization wraps layers it knows (``Embedding``, ``Dense``) from its
 registries; for custom layers it asks the layer itself, through interfaces a
-layer implements: ``PrunableLayer.get_prunable_weights`` (sparsity) and
-``ClusterableLayer.get_clusterable_weights`` (clustering). Our
-:class:`~tflm_compress.layers.LSTM` and
-:class:`~tflm_compress.layers.TiedEmbedding` implement neither, so the thin
-subclasses here do, with the same weights, config and math. They live only
-while a method's wrappers are on (fine-tuning); each method's ``strip`` maps
+layer implements. The package's TFMOT-facing subclasses live in
+:mod:`tflm_compress.layers.pruning`, :mod:`~tflm_compress.layers.clustering`
+and :mod:`~tflm_compress.layers.quantization`; each method's ``strip`` maps
 them back to the package classes with :func:`to_package_layers`, so a
 stripped model holds nothing but package layers.
 
-Also here: which tensors each method targets (:func:`target_tensors`), and
-the registration of TFMOT's own classes so a ``model.keras`` that still holds
-TFMOT wrappers (a QAT model) loads with :func:`tflm_compress.models.load_model`.
+Also here: which tensors each method targets (:func:`target_tensors`).
 """
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
-from tensorflow_model_optimization.python.core.clustering.keras import clusterable_layer
-from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
 
-from tflm_compress.layers.lstm import LSTM, PACKAGE
+from tflm_compress.layers.lstm import LSTM
 from tflm_compress.layers.tied_embedding import TiedEmbedding
-from tflm_compress.methods.base import layer_kind
-
-# Which weights of which layer class a method targets, by tensor group.
-GROUPS = ("embedding", "lstm", "softmax")
-
-
-@keras.utils.register_keras_serializable(package=PACKAGE)
-class PrunableLSTM(LSTM, prunable_layer.PrunableLayer):
-  """An :class:`LSTM` that TFMOT's ``prune_low_magnitude`` can wrap.
-
-  Prunes ``kernel`` ``[input_dim, 4H]`` and ``recurrent_kernel`` ``[H, 4H]``
-  (all four gates together); the bias stays dense. Same args as :class:`LSTM`.
-  """
-
-  def get_prunable_weights(self):
-    return [self.kernel, self.recurrent_kernel]
-
-
-@keras.utils.register_keras_serializable(package=PACKAGE)
-class PrunableTiedEmbedding(TiedEmbedding, prunable_layer.PrunableLayer):
-  """A :class:`TiedEmbedding` whose shared ``[V, E]`` matrix can be pruned.
-
-  One mask serves the lookup and the softmax (the matrix is stored once).
-  Same args as :class:`TiedEmbedding`.
-  """
-
-  def get_prunable_weights(self):
-    return [self.embeddings]
-
-
-@keras.utils.register_keras_serializable(package=PACKAGE)
-class ClusterableLSTM(LSTM, clusterable_layer.ClusterableLayer):
-  """An :class:`LSTM` that TFMOT's ``cluster_weights`` can wrap.
-
-  Clusters ``kernel`` and ``recurrent_kernel`` (each with its own centroids);
-  the bias stays as is. Same args as :class:`LSTM`. The wrapper sets the
-  attributes ``kernel`` / ``recurrent_kernel`` to the clustered tensors before
-  each call, which :meth:`LSTM.input_projection` and
-  :meth:`LSTM.recurrent_projection` read.
-  """
-
-  def get_clusterable_weights(self):
-    return [("kernel", self.kernel), ("recurrent_kernel", self.recurrent_kernel)]
-
-
-@keras.utils.register_keras_serializable(package=PACKAGE)
-class ClusterableTiedEmbedding(TiedEmbedding, clusterable_layer.ClusterableLayer):
-  """A :class:`TiedEmbedding` whose shared matrix can be clustered."""
-
-  def get_clusterable_weights(self):
-    return [("embeddings", self.embeddings)]
-
-
-# Subclass -> the package class it stands in for.
-_PACKAGE_CLASS: dict[type, type] = {
-    PrunableLSTM: LSTM,
-    PrunableTiedEmbedding: TiedEmbedding,
-    ClusterableLSTM: LSTM,
-    ClusterableTiedEmbedding: TiedEmbedding,
-}
-
-
-def register_package_subclass(subclass: type, package_class: type) -> None:
-  """Declares that :func:`to_package_layers` maps ``subclass`` to ``package_class``."""
-  _PACKAGE_CLASS[subclass] = package_class
+from tflm_compress.names import GROUPS, layer_kind  # noqa: F401  (GROUPS: the tensor groups)
 
 
 def as_class(layer: keras.layers.Layer, cls: type) -> keras.layers.Layer:
@@ -102,7 +31,7 @@ def targeted_copy(layer: keras.layers.Layer, lstm_class: type,
 
   Keras ``Embedding`` and ``Dense`` (the softmax) are copied as they are (TFMOT's
   registries know them); a package ``LSTM`` becomes ``lstm_class`` and a
-  ``TiedEmbedding`` ``tied_class`` (the subclasses above). Other layers,
+  ``TiedEmbedding`` ``tied_class`` (the TFMOT-facing subclasses). Other layers,
   including other methods' subclasses, are not targeted.
   """
   kind = layer_kind(layer)
@@ -124,18 +53,23 @@ def unwrap(layer: keras.layers.Layer) -> keras.layers.Layer:
   return layer
 
 
+def _package_class(layer: keras.layers.Layer) -> type:
+  """The package class a TFMOT-facing subclass stands in for (its ``package_class``,
+  declared on the subclass itself), else the layer's own class."""
+  return type(layer).__dict__.get("package_class", type(layer))
+
+
 def to_package_layers(model: keras.Model) -> keras.Model:
   """``model`` with this module's subclasses replaced by the package classes.
 
   Weights are copied exactly; other layers are copied as they are. The
   result converts and saves like any model of the package.
   """
-  if not any(type(l) in _PACKAGE_CLASS for l in model.layers):
+  if not any(_package_class(l) is not type(l) for l in model.layers):
     return model
 
   def clone_function(layer):
-    cls = _PACKAGE_CLASS.get(type(layer), layer.__class__)
-    return cls.from_config(layer.get_config())
+    return _package_class(layer).from_config(layer.get_config())
 
   clone = keras.models.clone_model(model, clone_function=clone_function)
   for new in clone.layers:
@@ -190,21 +124,3 @@ def group_of(tensor_name: str) -> str:
   """``embedding`` / ``lstm`` / ``softmax`` for a :func:`target_tensors` key."""
   layer = tensor_name.split("/")[0]
   return "lstm" if layer.startswith("lstm_") else layer
-
-
-def register_tfmot_objects() -> None:
-  """Makes TFMOT's quantization classes known to Keras deserialization.
-
-  A QAT model keeps TFMOT's ``QuantizeWrapperV2`` layers and their
-  quantizers (their ranges are what the TFLite converter uses), so loading its
-  ``model.keras`` needs them, as ``tfmot.quantization.keras.quantize_scope``
-  would provide. Registering them once, globally, lets
-  :func:`tflm_compress.models.load_model` read such a file with no scope.
-  """
-  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
-
-  scope = tfmot.quantization.keras.quantize_scope()
-  objects = keras.utils.get_custom_objects()
-  for mapping in scope.custom_objects:
-    for name, obj in mapping.items():
-      objects.setdefault(name, obj)

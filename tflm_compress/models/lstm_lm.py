@@ -14,18 +14,7 @@ import tf_keras as keras
 from tflm_compress.errors import UserError
 from tflm_compress.layers import LSTM, TiedEmbedding
 from tflm_compress.models.config import ModelConfig
-
-EMBEDDING = "embedding"
-SOFTMAX = "softmax"
-
-
-def lstm_name(i: int) -> str:
-  return f"lstm_{i}"
-
-
-def state_names(num_layers: int) -> list[str]:
-  """State tensor names in model order: ``h0, c0, h1, c1, ...``."""
-  return [n for i in range(num_layers) for n in (f"h{i}", f"c{i}")]
+from tflm_compress.names import EMBEDDING, SOFTMAX, lstm_name, state_names
 
 
 def build_language_model(config: ModelConfig, batch_size: int | None = None,
@@ -84,41 +73,13 @@ def zero_states(config: ModelConfig, batch_size: int) -> list[tf.Tensor]:
 def custom_objects() -> dict:
   """The package's layers, for ``keras.models.load_model``.
 
-  Importing the methods registers every method's layers as Keras serializable
-  (package ``tflm_compress``), so compressed models load too.
+  Every layer of :mod:`tflm_compress.layers` is registered as Keras
+  serializable (package ``tflm_compress``) on import, so compressed models
+  load too.
   """
-  import tflm_compress.methods  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-
   # Registered names only: a bare "LSTM" would shadow keras.layers.LSTM in
   # users' models.
   return {"tflm_compress>LSTM": LSTM, "tflm_compress>TiedEmbedding": TiedEmbedding}
-
-
-def load_model(path: str) -> keras.Model:
-  """Loads a model: one of this package's, or a user's Keras LSTM language model.
-
-  A user's model (``.keras``, ``.h5`` or a SavedModel dir) is mapped onto the
-  package's model with the same weights (see :mod:`tflm_compress.models.adapt`).
-  """
-  from tflm_compress.models import adapt  # pylint: disable=g-import-not-at-top
-
-  if not tf.io.gfile.exists(path):
-    raise UserError(f"model file not found: {path!r}")
-  known = {**adapt.user_objects(), **custom_objects()}
-  try:
-    model = keras.models.load_model(path, custom_objects=known, compile=False)
-  except (ValueError, OSError, TypeError, KeyError, ImportError) as e:
-    unknown = adapt.unknown_layer_classes(path, known)
-    if unknown:
-      raise UserError(f"cannot load Keras model {path!r}: it uses custom layers {unknown}; pass "
-                      "--custom_objects=FILE.py, a Python file defining them") from None
-    message = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise UserError(f"cannot load Keras model {path!r}: {message}") from None
-  if not isinstance(model, keras.Model):
-    raise UserError(f"{path!r} is not a Keras model (a SavedModel without Keras metadata?)")
-  if adapt.is_package_model(model):
-    return model
-  return adapt.adapt_keras_model(model)
 
 
 def count_params(model: keras.Model) -> int:
