@@ -17,9 +17,9 @@ import os
 from absl import flags
 
 import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
-import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+import tflm_compress  # (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from tflm_compress import cli, io_utils
-from tflm_compress.benchmark import host, report
+from tflm_compress.benchmark import host
 from tflm_compress.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -52,8 +52,8 @@ def main(argv):
       num_threads=FLAGS.threads, num_runs=FLAGS.runs, min_secs=FLAGS.min_secs,
       max_secs=FLAGS.max_secs, warmup_runs=FLAGS.warmup_runs,
       warmup_min_secs=FLAGS.warmup_min_secs, seed=FLAGS.seed)
-  result = report.host_report(FLAGS.model, settings, floor=FLAGS.floor,
-                              litert_benchmark=FLAGS.litert_benchmark)
+  result = tflm_compress.benchmark(FLAGS.model, floor=FLAGS.floor,
+                                  litert_benchmark=FLAGS.litert_benchmark, settings=settings)
   io_utils.atomic_write_json(output, result)
   print(json.dumps(result, indent=2, sort_keys=True))
 

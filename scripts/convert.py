@@ -20,10 +20,9 @@ import sys
 from absl import flags
 
 import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
-import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from tflm_compress import artifacts, cli, export, io_utils
+import tflm_compress  # (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tflm_compress import artifacts, cli, export
 from tflm_compress.export import sub8bit
-from tflm_compress.models import load_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "", "Run dir holding model.keras and vocab.txt.")
@@ -98,6 +97,15 @@ def check_output(output: str, overwrite: bool) -> None:
         "to replace it, or choose another --output")
 
 
+def _sub8bit_settings() -> dict:
+  """The sub-8-bit flags, for the modes that read them."""
+  if FLAGS.quantize not in export.SUB8BIT_MODES:
+    return {}
+  return {"bits": FLAGS.bits, "block_size": int(FLAGS.block_size), "compute": FLAGS.compute,
+          "algorithm": FLAGS.algorithm, "embedding_op": FLAGS.embedding_op,
+          "max_ppl_increase": FLAGS.max_ppl_increase}
+
+
 def main(argv):
   cli.reject_extra_args(argv)
   source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab, FLAGS.custom_objects)
@@ -119,28 +127,16 @@ def main(argv):
     raise tflm_compress.UserError(f"--output={output!r} must end with .tflite")
   check_output(output, FLAGS.overwrite)
   vocab = source.vocab()
-  model = load_model(source.model_path)
+  model = tflm_compress.load_model(source.model_path, vocab=vocab)
   corpus = None
   if FLAGS.quantize in ("int8", "auto") or FLAGS.parity_steps or FLAGS.eval_split:
     corpus = source.corpus(FLAGS.data_dir, vocab)
-  summary = export.export_step_model(
-      model, vocab, output, FLAGS.quantize,
-      calibration_ids=None if corpus is None else corpus.split("train"),
-      calibration_steps=FLAGS.calibration_steps,
+  summary = tflm_compress.export_tflite(
+      model, output, FLAGS.quantize, corpus=corpus, vocab=vocab,
+      parity_steps=FLAGS.parity_steps, calibration_steps=FLAGS.calibration_steps,
       method=(source.run_config or {}).get("method") or "baseline",
-      bits=FLAGS.bits, block_size=int(FLAGS.block_size), compute=FLAGS.compute,
-      algorithm=FLAGS.algorithm,
-      embedding_op=FLAGS.embedding_op,
-      validation_ids=corpus.split("valid") if FLAGS.quantize == "auto" else None,
-      max_ppl_increase=FLAGS.max_ppl_increase, log=lambda line: print(line, file=sys.stderr))
-  tflite_model = export.TFLiteStepModel(output)
-  if FLAGS.parity_steps:
-    summary["parity"] = export.check_parity(model, tflite_model,
-                                            corpus.split("valid")[:FLAGS.parity_steps])
-  if FLAGS.eval_split:
-    summary[f"{FLAGS.eval_split}_ppl"] = tflite_model.perplexity(
-        corpus.split(FLAGS.eval_split))["ppl"]
-  io_utils.atomic_write_json(os.path.splitext(output)[0] + ".json", summary)
+      eval_split=FLAGS.eval_split or None, log=lambda line: print(line, file=sys.stderr),
+      **_sub8bit_settings())
   print(json.dumps(summary, indent=2, sort_keys=True))
 
 

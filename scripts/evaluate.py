@@ -13,11 +13,9 @@ import json
 from absl import flags
 
 import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
-import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from tflm_compress import artifacts, cli, export, io_utils
+import tflm_compress  # (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from tflm_compress import artifacts, cli, io_utils
 from tflm_compress.data.reader import SPLITS
-from tflm_compress.models import load_model
-from tflm_compress.training import evaluate_perplexity
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "", "Run dir holding model.keras and vocab.txt.")
@@ -36,24 +34,10 @@ flags.DEFINE_string("output_json", "", "Also write the result here.")
 def main(argv):
   cli.reject_extra_args(argv)
   source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab, FLAGS.custom_objects)
-  vocab = source.vocab()
-  if source.is_tflite:
-    model = export.TFLiteStepModel(source.model_path, num_threads=FLAGS.threads)
-    num_logits = model.vocab_size
-  else:
-    model = load_model(source.model_path)
-    num_logits = export.vocab_size_of(model)
-  if num_logits != len(vocab):
-    raise tflm_compress.UserError(
-        f"{source.model_path} has {num_logits} logits but {source.vocab_path} has {len(vocab)} "
-        "words; pass the vocab.txt the model was trained with")
-  ids = source.corpus(FLAGS.data_dir, vocab).split(FLAGS.split)
-  if source.is_tflite:
-    stats = model.perplexity(ids)
-  else:
-    stats = evaluate_perplexity(model, ids, FLAGS.batch_size, FLAGS.num_steps)
-  result = {"model": source.model_path, "format": "tflite" if source.is_tflite else "keras",
-            "split": FLAGS.split, **stats}
+  corpus = source.corpus(FLAGS.data_dir, source.vocab())
+  result = tflm_compress.evaluate(source.model_path, corpus, split=FLAGS.split,
+                                  batch_size=FLAGS.batch_size, num_steps=FLAGS.num_steps,
+                                  threads=FLAGS.threads)
   if FLAGS.output_json:
     io_utils.atomic_write_json(FLAGS.output_json, result)
   print(json.dumps(result, indent=2, sort_keys=True))

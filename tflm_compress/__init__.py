@@ -26,11 +26,12 @@ from tflm_compress.api import (METHOD_CONFIGS, MethodConfig, benchmark, compress
                                training_callbacks, vocab_of)
 from tflm_compress.data.corpus import Corpus  # noqa: E402
 from tflm_compress.errors import UserError  # noqa: E402
+from tflm_compress.export.suggest import Suggester, suggest_next_words  # noqa: E402
 
 globals().update(METHOD_CONFIGS)  # Prune, QAT, Cluster, LowRank, TensorTrain, ...
 
 __version__ = "0.1.0"
 
-__all__ = ["Corpus", "MethodConfig", "UserError", "__version__", "benchmark", "compress",
-           "evaluate", "export_tflite", "finetune", "load_model", "read_corpus", "strip",
-           "training_callbacks", "vocab_of", *sorted(METHOD_CONFIGS)]
+__all__ = ["Corpus", "MethodConfig", "Suggester", "UserError", "__version__", "benchmark",
+           "compress", "evaluate", "export_tflite", "finetune", "load_model", "read_corpus",
+           "strip", "suggest_next_words", "training_callbacks", "vocab_of", *sorted(METHOD_CONFIGS)]

@@ -39,6 +39,7 @@ from tflm_compress.data.vocab import Vocabulary
 from tflm_compress.errors import UserError
 from tflm_compress.evaluation import evaluate_perplexity
 from tflm_compress.export import bundle, parity, runtime
+from tflm_compress.export.step_model import vocab_size_of
 from tflm_compress.methods import REGISTRY
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models import adapt
@@ -347,7 +348,8 @@ def _wrapped_methods(model: keras.Model) -> list[types.ModuleType]:
 def export_tflite(model: keras.Model, output_dir: str, quantize: str = "dynamic",
                   corpus: Corpus | None = None, vocab: Vocabulary | None = None,
                   parity_steps: int = 200, calibration_steps: int = 500,
-                  method: str | None = None, **sub8bit_settings) -> dict:
+                  method: str | None = None, eval_split: str | None = None,
+                  log=print, **sub8bit_settings) -> dict:
   """Writes the bundle ``output_dir/{model.tflite, model_meta.json, vocab.txt}``.
 
   Also writes ``model.json``: the report ``scripts/convert.py`` prints (bytes
@@ -356,10 +358,15 @@ def export_tflite(model: keras.Model, output_dir: str, quantize: str = "dynamic"
   ``quantize="int8"`` calibrates on the corpus's training split.
 
   Args:
+    output_dir: the bundle's folder; or a path ending in ``.tflite`` to name
+      the model file itself (its report is then ``NAME.json`` beside it).
     quantize: one of ``export.EXPORT_MODES``: the converter's ``none``,
       ``dynamic``, ``float16``, ``int8``, or ai-edge-quantizer's ``int4``,
       ``mixed`` (``bits="embedding:8,lstm:8,softmax:4"``) and ``auto``
       (``max_ppl_increase="1%"``, measured on the corpus's valid split).
+    eval_split: also measure the ``.tflite``'s perplexity on this split of
+      ``corpus`` (``valid`` or ``test``): the report's ``{split}_ppl``.
+    log: where ``auto`` reports its measurements.
     sub8bit_settings: ``bits``, ``block_size``, ``compute``, ``algorithm``,
       ``embedding_op``, ``max_ppl_increase`` (see ``scripts/convert.py``).
 
@@ -372,21 +379,29 @@ def export_tflite(model: keras.Model, output_dir: str, quantize: str = "dynamic"
   if quantize in ("int8", "auto") and corpus is None:
     raise UserError(f"quantize={quantize!r} needs corpus= (int8 calibrates on its training "
                     "split, auto chooses bits on its valid split)")
+  if eval_split not in (None, "", "valid", "test"):
+    raise UserError(f"eval_split={eval_split!r}; use valid, test or None")
+  if eval_split and corpus is None:
+    raise UserError(f"eval_split={eval_split!r} needs corpus=")
   unknown = sorted(set(sub8bit_settings) - _SUB8BIT_SETTINGS)
   if unknown:
     raise UserError(f"export_tflite got unknown settings {unknown}; the sub-8-bit ones are "
                     f"{sorted(_SUB8BIT_SETTINGS)}")
-  output = os.path.join(output_dir, MODEL_FILE)
+  output_dir = os.fspath(output_dir)
+  output = output_dir if output_dir.endswith(".tflite") else os.path.join(output_dir, MODEL_FILE)
   method = method or _METHODS.get(model) or "baseline"
   summary = bundle.export_step_model(
       model, vocab, output, quantize,
       calibration_ids=corpus.split("train") if corpus is not None else None,
       calibration_steps=calibration_steps, method=method,
       validation_ids=corpus.split("valid") if quantize == "auto" else None,
-      **sub8bit_settings)
+      log=log, **sub8bit_settings)
+  tflite_model = runtime.TFLiteStepModel(output)
   if corpus is not None and parity_steps:
-    summary["parity"] = parity.check_parity(model, runtime.TFLiteStepModel(output),
+    summary["parity"] = parity.check_parity(model, tflite_model,
                                             corpus.split("valid")[:parity_steps])
+  if eval_split:
+    summary[f"{eval_split}_ppl"] = tflite_model.perplexity(corpus.split(eval_split))["ppl"]
   io_utils.atomic_write_json(os.path.splitext(output)[0] + ".json", summary)
   return summary
 
@@ -403,19 +418,28 @@ def evaluate(model_or_tflite, corpus: Corpus, split: str = "test", batch_size: i
   step model (scored token by token in LiteRT). ``batch_size`` and
   ``num_steps`` apply to Keras only.
   """
-  ids = corpus.split(split)
   if isinstance(model_or_tflite, (str, os.PathLike)) and os.fspath(model_or_tflite).endswith(
       ".tflite"):
     path = os.fspath(model_or_tflite)
-    stats = runtime.TFLiteStepModel(path, num_threads=threads).perplexity(ids)
+    tflite_model = runtime.TFLiteStepModel(path, num_threads=threads)
+    _check_vocab_size(path, tflite_model.vocab_size, corpus.vocab)
+    stats = tflite_model.perplexity(corpus.split(split))
     return {"model": path, "format": "tflite", "split": split, **stats}
   model = model_or_tflite
   name = None
   if isinstance(model, (str, os.PathLike)):
     name = os.fspath(model)
     model = load_model(name)
-  stats = evaluate_perplexity(model, ids, batch_size, num_steps)
+  _check_vocab_size(name or model.name, vocab_size_of(model), corpus.vocab)
+  stats = evaluate_perplexity(model, corpus.split(split), batch_size, num_steps)
   return {"model": name or model.name, "format": "keras", "split": split, **stats}
+
+
+def _check_vocab_size(model_name: str, num_logits: int, vocab: Vocabulary) -> None:
+  if num_logits != len(vocab):
+    raise UserError(f"{model_name} has {num_logits} logits but the corpus's vocabulary has "
+                    f"{len(vocab)} words; read the corpus with the vocab.txt the model was "
+                    "trained with")
 
 
 def benchmark(tflite_path: str, threads: int = 1, floor: bool = True,
