@@ -15,20 +15,24 @@ Stages resume: rerun the same command after an interruption.
 """
 
 import dataclasses
+import os
+import sys
 
 from absl import flags
 
 import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from tflm_compress import artifacts, cli, distribute, io_utils, pipeline, report
+from tflm_compress import artifacts, cli, compose, distribute, io_utils, pipeline, report
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
 from tflm_compress.data.generated import MarkovWordSource
 from tflm_compress.export import sub8bit
 from tflm_compress.export.modes import EXPORT_MODES
 from tflm_compress.models.config import PRESETS, get_preset
+from tflm_compress.models.loading import load_model
 from tflm_compress.training import Distillation
 
 FLAGS = flags.FLAGS
+SEARCH_KINDS = ("grid", "compose")
 flags.DEFINE_bool("overwrite", False, "Write into the output dir even if it holds files this "
                   "package did not write.")
 flags.DEFINE_string("data_dir", "", "Corpus folder (ptb.{train,valid,test}.txt); empty = generated.")
@@ -65,11 +69,24 @@ flags.DEFINE_bool("rebenchmark", False,
                   "machine after a fan-out), then report.")
 flags.DEFINE_integer("max_bytes", None, "Budget: largest .tflite in bytes.", lower_bound=1)
 flags.DEFINE_float("max_latency_ms", None, "Budget: slowest p50 ms per token on this host.")
-flags.DEFINE_bool("search", False,
-                  "With --max_bytes/--max_latency_ms: also fine-tune a small grid around the best "
-                  "variant within the budget (each size parameter one step down and up: ranks "
-                  "x/sqrt2 and x*sqrt2, sparsities +-0.05, budgets and kept fractions x/sqrt2 "
-                  "and x*sqrt2), then choose among all.")
+flags.DEFINE_enum("search", None, list(SEARCH_KINDS),
+                  "grid (or plain --search): with --max_bytes/--max_latency_ms, also fine-tune "
+                  "a small grid around the best variant within the budget (each size parameter "
+                  "one step down and up: ranks x/sqrt2 and x*sqrt2, sparsities +-0.05, budgets "
+                  "and kept fractions x/sqrt2 and x*sqrt2), then choose among all. compose: "
+                  "screen chains of methods (ISS or low-rank on the LSTMs x low-rank, "
+                  "GroupReduce, slim or TT on embedding and softmax) without fine-tuning, then "
+                  "fine-tune the best --compose_finalists per budget (--budgets, else 1/4, 1/10, "
+                  "1/20 of the baseline, plus --max_bytes).")
+flags.DEFINE_list("budgets", [], "Size budgets for the answer and --search=compose, e.g. "
+                  "250k,500k,1M,2M,5M (k = 1000, M = 10^6; default 1/4, 1/10, 1/20 of the "
+                  "baseline's fp32 bytes).")
+flags.DEFINE_enum("compose_grid", "small", compose.GRIDS, "--search=compose: small (3 LSTM x 3 "
+                  "embedding/softmax choices) or full (5 x 7).")
+flags.DEFINE_integer("compose_finalists", 1, "--search=compose: chains fine-tuned per budget.",
+                     lower_bound=1)
+flags.DEFINE_integer("compose_slice_tokens", 5000, "--search=compose: validation tokens each "
+                     "screened export is scored on.", lower_bound=2)
 flags.DEFINE_integer("threads", 1, "Benchmark threads.", lower_bound=1)
 flags.DEFINE_integer("runs", 200, "Benchmark timed runs (at least).", lower_bound=1)
 flags.DEFINE_integer("generated_tokens", None, "Train tokens of the generated corpus.",
@@ -78,11 +95,35 @@ flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute s
 flags.DEFINE_bool("progress", False, "Show training progress bars.")
 
 
+def compose_search(config, runner, make_runner, corpus, output_dir, sizes, training):
+  """--search=compose: screens the chains, runs the finalists; the config with them added."""
+  base_path = runner.baseline_model_path()
+  width, hidden = compose.model_dims(load_model(base_path))
+  chains = compose.chain_grid(width, hidden, FLAGS.compose_grid)
+  if training:
+    chains = tuple(runner.check_variants(list(chains), skip_invalid=True))
+  screened = compose.screen(base_path, runner.baseline_hash(), chains, corpus, config.quantize,
+                            FLAGS.compose_slice_tokens, output_dir, log=print)
+  io_utils.atomic_write_json(os.path.join(output_dir, "compose", "screen.json"),
+                             compose.screen_table(chains, screened))
+  limits = list(sizes) or [b.max_bytes for b in report.budgets(runner.collect_rows())]
+  if FLAGS.max_bytes:
+    limits.append(FLAGS.max_bytes)
+  chosen = compose.finalists(chains, screened, sorted(set(limits)), FLAGS.compose_finalists)
+  print(f"compose: {len(chains)} chains screened; fine-tuning {len(chosen)} finalists: "
+        f"{', '.join(v.name for v in chosen) or '(none fits a budget)'}")
+  config = dataclasses.replace(config, variants=config.variants + chosen)
+  if training and chosen:
+    make_runner(config, [v.name for v in chosen]).run()
+  return config
+
+
 def main(argv):
   cli.reject_extra_args(argv)
   io_utils.check_output_dir(FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}", FLAGS.overwrite)
-  if FLAGS.search and not (FLAGS.max_bytes or FLAGS.max_latency_ms):
+  if FLAGS.search == "grid" and not (FLAGS.max_bytes or FLAGS.max_latency_ms):
     raise tflm_compress.UserError("--search needs a budget: --max_bytes and/or --max_latency_ms")
+  sizes = tuple(compose.parse_sizes(",".join(FLAGS.budgets))) if FLAGS.budgets else ()
   strategy = distribute.make_strategy(FLAGS.strategy)
   preset = get_preset(FLAGS.config)
   if FLAGS.epochs is not None:
@@ -119,7 +160,10 @@ def main(argv):
   training = not (FLAGS.rebenchmark or FLAGS.report_only)
   if training:
     runner.run()
-  if FLAGS.search:
+  if FLAGS.search == "compose":
+    config = compose_search(config, runner, make_runner, corpus, output_dir, sizes, training)
+    runner = make_runner(config, None)
+  if FLAGS.search == "grid":
     grid = pipeline.search_variants(runner.collect_rows(), config.variants, FLAGS.max_bytes,
                                     FLAGS.max_latency_ms)
     if training:
@@ -136,16 +180,18 @@ def main(argv):
   published = report.published_rows(corpus.source, FLAGS.config)
   bound = (MarkovWordSource(corpus.generated_config).min_perplexity()
            if corpus.generated_config is not None else None)
-  budgets = report.budgets(rows, FLAGS.max_bytes, FLAGS.max_latency_ms)
+  budgets = report.budgets(rows, FLAGS.max_bytes, FLAGS.max_latency_ms, sizes=sizes)
   title = (f"Compression results: preset {FLAGS.config} on "
            f"{'the generated corpus' if bound else corpus.source}")
   results = report.write(rows, output_dir, config.eval_split, published, budgets, bound, title)
   pipeline.export_bundles(results, output_dir)
   print(f"report: {output_dir}/results.md ({len(rows)} rows)")
-  print("\n".join(report.summary_lines(results, output_dir)))
+  print("\n".join(report.summary_lines(results, output_dir) + report.composition_lines(results)))
   if FLAGS.max_bytes or FLAGS.max_latency_ms:
     report.select_best(rows, FLAGS.max_bytes, FLAGS.max_latency_ms)  # The error if none fits.
 
 
 if __name__ == "__main__":
+  # A plain --search (before --search=compose existed) means the grid search.
+  sys.argv = ["--search=grid" if arg == "--search" else arg for arg in sys.argv]
   cli.run(main)

@@ -23,7 +23,8 @@ LEVELS = {
     "compression": 5, "artifacts": 5, "benchmark": 5, "testing": 5,
     "report": 5, "stages": 5,
     "pipeline": 6, "api": 6, "cli": 6,
-    "": 7,  # tflm_compress/__init__.py
+    "compose": 7,  # the composition search drives the pipeline's variants
+    "": 8,  # tflm_compress/__init__.py
 }
 # benchmark.schema is a leaf of plain data the cli shares with the benchmarks.
 LEAF_MODULES = {"tflm_compress.benchmark.schema": 0}

@@ -111,8 +111,15 @@ def method_report(model: keras.Model, plan) -> dict:
 
 
 def with_hook(plan, hook: str):
-  """The (method, config) pairs of ``plan`` whose module defines ``hook``."""
-  return [(m, c) for m, c in plan if hasattr(m, hook)]
+  """The (method, config) pairs of ``plan`` whose module defines ``hook``.
+
+  A method that is ``settled`` by its ``compress`` (ISS with ``iss_keep`` alone) and
+  is followed by another method is left out: its work is done, and the later
+  methods may have replaced the layers its hooks read.
+  """
+  last = len(plan) - 1
+  return [(m, c) for i, (m, c) in enumerate(plan)
+          if hasattr(m, hook) and not (i < last and hasattr(m, "settled") and m.settled(c))]
 
 
 def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,

@@ -470,6 +470,14 @@ class Pipeline:
 
     return runner.run(folder, "baseline: train", self._baseline_config(), fn)
 
+  def baseline_model_path(self) -> str:
+    """The base model every variant starts from (the user's, or the trained baseline's)."""
+    return self.config.baseline_model or os.path.join(self.output_dir, "baseline", MODEL_FILE)
+
+  def baseline_hash(self) -> str:
+    """The baseline stage's config hash (downstream stages key on it)."""
+    return stages.config_hash(self._baseline_config())
+
   def teacher(self, variant: Variant, baseline: dict, model_results: dict) -> dict | None:
     """The teacher of a distilled ``variant`` when it is not the base model.
 

@@ -33,6 +33,8 @@ PPL_RESOLUTION = 0.001
 BUDGET_FRACTIONS = (4, 10, 20)
 # "Within X%" of the reference, for the headline.
 HEADLINE_WITHIN = 0.05
+# Variants of the composition search (tflm_compress.compose) are named PREFIX + chain.
+COMPOSE_PREFIX = "compose."
 
 # Published rows to print beside ours: only figures verified against the
 # papers' own tables (../shared/docs/anchors.md). Keyed by (corpus, preset).
@@ -200,11 +202,15 @@ class Budget:
 
 def budgets(rows: list[dict], max_bytes: int | None = None,
             max_latency_ms: float | None = None,
-            fractions: tuple[int, ...] = BUDGET_FRACTIONS) -> list[Budget]:
-  """1/4, 1/10 and 1/20 of the baseline's fp32 ``.tflite`` bytes, then the user's budget."""
+            fractions: tuple[int, ...] = BUDGET_FRACTIONS,
+            sizes: tuple[int, ...] = ()) -> list[Budget]:
+  """1/4, 1/10 and 1/20 of the baseline's fp32 ``.tflite`` bytes (or ``sizes`` in bytes,
+  e.g. ``--budgets``, when given), then the user's ``--max_bytes``/``--max_latency_ms``."""
   out = []
   base = next(iter(_fp32(rows, BASELINE)), None)
-  if base is not None:
+  if sizes:
+    out += [Budget(f"size_{size}", f"<= {size:,} B", max_bytes=size) for size in sizes]
+  elif base is not None:
     for n in fractions:
       limit = base["tflite_bytes"] // n
       out.append(Budget(f"size_1of{n}", f"1/{n} of the baseline ({limit:,} B)", max_bytes=limit))
@@ -224,6 +230,31 @@ def summary(rows: list[dict], budget_list: list[Budget]) -> list[dict]:
     best = best_within(rows, budget.max_bytes, budget.max_latency_ms)
     out.append({"budget": dataclasses.asdict(budget), "name": best and best["name"],
                 "bundle": f"best/{budget.name}" if best else None})
+  return out
+
+
+def is_compose_row(row: dict) -> bool:
+  """A row of a chain the composition search fine-tuned."""
+  return row["variant"].startswith(COMPOSE_PREFIX)
+
+
+def is_single_method_row(row: dict) -> bool:
+  """A row of one method alone (not the baseline, a control or a chain)."""
+  return (row["method"] not in (BASELINE, CONTROL) and "+" not in row["method"]
+          and not is_compose_row(row))
+
+
+def composition(rows: list[dict], budget_list: list[Budget]) -> list[dict]:
+  """Per budget: the best chain of the composition search and the best single method
+  that fit it, each by validation perplexity of the .tflite (names, or None)."""
+  chains = [r for r in rows if is_compose_row(r)]
+  singles = [r for r in rows if is_single_method_row(r)]
+  out = []
+  for budget in budget_list:
+    chain = best_within(chains, budget.max_bytes, budget.max_latency_ms)
+    single = best_within(singles, budget.max_bytes, budget.max_latency_ms)
+    out.append({"budget": dataclasses.asdict(budget), "chain": chain and chain["name"],
+                "single": single and single["name"]})
   return out
 
 
@@ -356,6 +387,8 @@ def markdown(report: dict) -> str:
     lines.append("")
   if (report.get("headline") or {}).get("smallest"):
     lines += [_headline_sentence(report), ""]
+  if report.get("composition"):
+    lines += _composition_markdown(report)
   missing = sum(r.get(CHOICE_KEY) is None for r in rows)
   if missing:
     lines += [f"{missing} rows lack a validation perplexity of their .tflite (exported before "
@@ -389,6 +422,48 @@ def markdown(report: dict) -> str:
       lines.append(f"| {p['name']} | {_fmt(p.get('params'), ',')} | "
                    f"{_fmt(p.get('valid_ppl'), '.1f')} | {_fmt(p.get('test_ppl'), '.1f')} |")
   return "\n".join(lines) + "\n"
+
+
+def _composition_cells(r: dict | None, split: str) -> str:
+  if r is None:
+    return "none fits | | | | | | |"
+  return (f"{r['name']} ({r['method']}) | {r[CHOICE_KEY]:.2f} | "
+          f"{_fmt(r.get(ppl_key(split)), '.2f')} | {_pct(r.get('valid_vs_reference'))} | "
+          f"{r['tflite_bytes']:,} | {_fmt(r.get('latency_ms_p50'), '.4g')} | "
+          f"{_fmt(r.get('latency_floor_ratio'), '.2f')} |")
+
+
+def _composition_markdown(report: dict) -> list[str]:
+  split, by_name = report["eval_split"], _by_name(report)
+  head = (f"model | .tflite valid ppl | .tflite {split} ppl | valid vs reference | bytes | "
+          "ms/token p50 | x floor |")
+  lines = ["## Composition search: the best chain and the best single method per budget", "",
+           "Chains screened without fine-tuning (exact .tflite bytes, perplexity on a slice of "
+           "the validation split), the best per budget fine-tuned with the full recipe and "
+           f"distilled (`{COMPOSE_PREFIX}*` rows); both columns chosen on validation.", "",
+           f"| budget | best chain: {head} best single method: {head}",
+           "|" + "---|" * 15]
+  for entry in report["composition"]:
+    chain = by_name.get(entry["chain"]) if entry["chain"] else None
+    single = by_name.get(entry["single"]) if entry["single"] else None
+    lines.append(f"| {entry['budget']['label']} | {_composition_cells(chain, split)} "
+                 f"{_composition_cells(single, split)}")
+  return lines + [""]
+
+
+def composition_lines(report: dict) -> list[str]:
+  """The composition search's answer, as printed at the end of the run."""
+  split, by_name = report["eval_split"], _by_name(report)
+  lines = ["Composition search (best chain vs best single method, by validation ppl):"]
+  for entry in report.get("composition", []):
+    parts = []
+    for kind in ("chain", "single"):
+      r = by_name.get(entry[kind]) if entry[kind] else None
+      parts.append(f"{kind} none fits" if r is None else
+                   f"{kind} {r['name']} valid {r[CHOICE_KEY]:.2f} {split} "
+                   f"{_fmt(r.get(ppl_key(split)), '.2f')} {r['tflite_bytes']:,} B")
+    lines.append(f"  {entry['budget']['label']}: " + "; ".join(parts))
+  return lines if len(lines) > 1 else []
 
 
 def _ppl_axis_top(rows: list[dict], key: str) -> float:
@@ -448,6 +523,7 @@ def build(rows: list[dict], eval_split: str, published: list[dict],
           title: str = "") -> dict:
   """The report's content: annotated rows, the reference, the answer per budget."""
   rows = annotate(rows, eval_split)
+  budget_list = budget_list if budget_list is not None else budgets(rows)
   ref = reference(rows)
   uncompressed = sorted(_fp32(rows, BASELINE) + _fp32(rows, CONTROL),
                         key=lambda r: (r["method"] != BASELINE, r["name"]))
@@ -455,7 +531,9 @@ def build(rows: list[dict], eval_split: str, published: list[dict],
           "ppl_resolution": PPL_RESOLUTION, "corpus_bound": corpus_bound,
           "reference": ref, "baseline": next(iter(_fp32(rows, BASELINE)), None),
           "uncompressed": uncompressed,
-          "summary": summary(rows, budget_list if budget_list is not None else budgets(rows)),
+          "summary": summary(rows, budget_list),
+          "composition": (composition(rows, budget_list)
+                          if any(is_compose_row(r) for r in rows) else []),
           "headline": headline(rows), "rows": rows, "published": published}
 
 

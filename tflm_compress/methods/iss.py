@@ -567,6 +567,13 @@ def compress(model: keras.Model, config: Config,
   return remove_components(model, keep)
 
 
+def settled(config: Config) -> bool:
+  """Whether ``compress`` leaves nothing to do: ``iss_keep`` without a penalty removes the
+  units at once, so in a chain (``iss+low_rank``) the later methods may change the layers
+  ISS's hooks read (the softmax), and ISS's hooks are not run."""
+  return config.iss_keep is not None and config.iss_lambda == 0
+
+
 def callbacks(model: keras.Model, config: Config) -> list:
   """The periodic thresholding; also checks, before training starts, that ISS fits ``model``."""
   _check_min_units(sites(model), config)
