@@ -34,7 +34,7 @@ flags.DEFINE_string("max_ppl_increase", "1%", "auto: allowed validation perplexi
 flags.DEFINE_enum("block_size", "0", [str(b) for b in sub8bit.BLOCK_SIZES],
                   "int4/mixed/auto: 0 = per channel, else block-wise scales.")
 flags.DEFINE_enum("compute", "dynamic", sub8bit.COMPUTE_KINDS, "int4/mixed/auto: kernels.")
-flags.DEFINE_enum("algorithm", "min_max", list(sub8bit.ALGORITHMS),
+flags.DEFINE_enum("algorithm", sub8bit.DEFAULT_ALGORITHM, list(sub8bit.ALGORITHMS),
                   "int4/mixed/auto: how the scales are chosen.")
 flags.DEFINE_enum("embedding_op", "lookup", sub8bit.EMBEDDING_OPS,
                   "int4/mixed/auto: EMBEDDING_LOOKUP (quantized table) or GATHER (float).")

@@ -43,10 +43,14 @@ def float_tiny(tiny_model):
 
 @pytest.fixture(scope="module")
 def exported(tiny_model, small_corpus, tmp_path_factory):
-  """The tiny model exported as a bundle in each sub-8-bit mode: mode -> (path, summary)."""
+  """The tiny model exported as a bundle in each sub-8-bit mode: mode -> (path, summary).
+
+  With plain min-max scales, so each weight is one tensor of the requested width (the
+  default Hadamard rotation adds float rotation matrices: see its own test)."""
   settings = {"int4": {}, "mixed": {"bits": "embedding:8,lstm:8,softmax:4"},
               "auto": {"validation_ids": small_corpus.split("valid")[:1000],
                        "max_ppl_increase": "1%"}}
+  settings = {mode: {**kwargs, "algorithm": "min_max"} for mode, kwargs in settings.items()}
   out = {}
   for mode, kwargs in settings.items():
     path = str(tmp_path_factory.mktemp(mode) / "model.tflite")
@@ -132,14 +136,16 @@ def test_auto_report_follows_the_greedy_rule(exported):
 def test_block_wise_and_weight_only(float_tiny):
   model_bytes, groups = float_tiny
   bits = {g.name: 4 for g in groups}
-  blocked, recipe = sub8bit.quantize_groups(model_bytes, groups, bits, block_size=32)
+  blocked, recipe = sub8bit.quantize_groups(model_bytes, groups, bits, block_size=32,
+                                            algorithm="min_max")
   rows = {r["group"]: r for r in inspect_tflite.weight_types(inspect_tflite.parse(blocked))}
   assert rows["softmax"]["blockwise"] and rows["lstm_0"]["blockwise"]
   assert recipe["per_group"]["softmax"] == "dynamic_wi4b32_afp32"
   # 64 does not divide the softmax's 32 inputs: that group stays per channel.
   plan = sub8bit.plan_granularity(groups, bits, block_size=64)
   assert plan["softmax"] == "CHANNELWISE" and plan["lstm_0"] == "BLOCKWISE_64"
-  weight_only, recipe = sub8bit.quantize_groups(model_bytes, groups, bits, compute="weight_only")
+  weight_only, recipe = sub8bit.quantize_groups(model_bytes, groups, bits, compute="weight_only",
+                                                algorithm="min_max")
   ops = inspect_tflite.op_names(inspect_tflite.parse(weight_only))
   assert ops.count("DEQUANTIZE") == 4
   assert set(recipe["per_group"].values()) == {"weight_only_wi4c_afp32"}
@@ -153,7 +159,7 @@ def test_unsupported_recipe_is_one_clear_error_and_nothing_is_written(tiny_model
     export.export_step_model(tiny_model, small_corpus.vocab, str(tmp_path / "m.tflite"),
                              "mixed", bits="*:2", block_size=32)
   message = str(error.value)
-  assert "cannot run recipe" in message and "dynamic_wi2b32_afp32" in message, message
+  assert "cannot run recipe" in message and "dynamic_wi2b32_hr_afp32" in message, message
   assert "FULLY_CONNECTED" in message and "INT2 weights" in message, message
   assert "\n" not in message
   assert not os.listdir(tmp_path)
@@ -333,7 +339,8 @@ def _convert(*args):
 def test_convert_script_writes_a_mixed_bundle_with_its_report(tiny_run, tmp_path):
   out = tmp_path / "mixed" / "model.tflite"
   result = _convert(f"--model_dir={tiny_run[0]}", "--quantize=mixed",
-                    "--bits=embedding:8,lstm:4,softmax:4", f"--output={out}", "--eval_split=valid")
+                    "--bits=embedding:8,lstm:4,softmax:4", "--algorithm=min_max", f"--output={out}",
+                    "--eval_split=valid")
   assert result.returncode == 0, result.stderr[-2000:]
   summary = json.loads(result.stdout)
   assert summary == json.loads((tmp_path / "mixed" / "model.json").read_text())
@@ -363,3 +370,24 @@ def test_convert_script_bad_sub8bit_flags(tiny_run, tmp_path, args, message):
   lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert result.returncode == 1 and lines == [message], result.stderr[-2000:]
   assert not out.exists()
+
+
+def test_default_scales_are_hadamard_rotated(tiny_model, small_corpus, exported, tmp_path):
+  assert sub8bit.DEFAULT_ALGORITHM == "hadamard"
+  path = str(tmp_path / "model.tflite")
+  summary = export.export_step_model(tiny_model, small_corpus.vocab, path, "int4",
+                                     log=lambda _: None)
+  assert summary["sub8bit"]["algorithm"] == "hadamard"
+  with open(path, "rb") as f:
+    model_bytes = f.read()
+  types = _weight_types(model_bytes)
+  for group in TINY_GROUPS:  # The weights at 4 bits, beside float rotation matrices.
+    assert "INT4" in types[group] and set(types[group]) <= {"INT4", "FLOAT32"}, types
+  ops = inspect_tflite.op_names(inspect_tflite.parse(model_bytes))
+  min_max_ops = inspect_tflite.op_names(inspect_tflite.parse(open(exported["int4"][0], "rb").read()))
+  assert ops.count("FULLY_CONNECTED") > min_max_ops.count("FULLY_CONNECTED")
+  assert set(ops) <= set(min_max_ops) | {"RESHAPE"}  # Builtin ops only, no new kinds.
+  ids = small_corpus.split("valid")[:200]
+  keras_logits = export.keras_stream_logits(tiny_model, ids)
+  tflite_logits = export.TFLiteStepModel(path).run(ids)
+  assert np.abs(tflite_logits - keras_logits).max() < TOLERANCE["int4"]

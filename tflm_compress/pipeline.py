@@ -566,6 +566,8 @@ class Pipeline:
     elif mode == "auto":
       settings = {"max_ppl_increase": self.config.max_ppl_increase}
     config.update(settings)  # Only sub-8-bit stages carry them: other stage hashes stay.
+    if mode in SUB8BIT_MODES:  # Exports made with another default are redone.
+      config["algorithm"] = sub8bit.DEFAULT_ALGORITHM
 
     def fn(folder):
       model = load_model(model_result["model"])

@@ -14,13 +14,14 @@ from tflm_compress.export.converter import (EXPORT_MODES, convert_step_model,
 from tflm_compress.export.meta import META_FILE, ModelMeta
 from tflm_compress.export.step_model import (LOGITS_OUTPUT, SIGNATURE_KEY, TOKEN_INPUT,
                                              check_exportable, state_layout, vocab_size_of)
+from tflm_compress.export import sub8bit
 from tflm_compress.export.sub8bit import SUB8BIT_MODES, check_runs, export_sub8bit
 
 
 def export_step_model(model: keras.Model, vocab: Vocabulary, output_path: str,
                       quantize: str = "none", calibration_ids: np.ndarray | None = None,
                       calibration_steps: int = 500, method: str = "baseline", bits: str = "",
-                      block_size: int = 0, compute: str = "dynamic", algorithm: str = "min_max",
+                      block_size: int = 0, compute: str = "dynamic", algorithm: str = sub8bit.DEFAULT_ALGORITHM,
                       embedding_op: str = "lookup", validation_ids: np.ndarray | None = None,
                       max_ppl_increase: str | float = "1%", log=print) -> dict:
   """Converts ``model`` and writes a bundle next to ``output_path``.
