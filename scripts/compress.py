@@ -16,8 +16,8 @@ from absl import flags
 
 import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from tflm_compress import artifacts, cli, compression, distribute, io_utils, methods
-from tflm_compress.models.config import OPTIMIZERS, TrainConfig
+from tflm_compress import artifacts, cli, distribute, io_utils, methods
+from tflm_compress.models.config import OPTIMIZERS
 from tflm_compress.training import Distillation
 
 FLAGS = flags.FLAGS
@@ -72,24 +72,20 @@ def main(argv):
   source = artifacts.resolve(FLAGS.model_dir, FLAGS.model, FLAGS.vocab, FLAGS.custom_objects)
   if source.is_tflite:
     raise tflm_compress.UserError("--model must be a Keras model (model.keras), not a .tflite")
-  base_train = TrainConfig(**source.run_config["train"]) if source.run_config else TrainConfig()
   overrides = {k: v for k, v in {"optimizer": FLAGS.optimizer, "batch_size": FLAGS.batch_size,
                                  "seed": FLAGS.seed}.items() if v is not None}
-  train_config = compression.finetune_config(base_train, FLAGS.finetune_epochs,
-                                             FLAGS.learning_rate, **overrides)
   distillation = (Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature)
                   if FLAGS.distill else None)
-  vocab = source.vocab()
-  corpus = source.corpus(FLAGS.data_dir, vocab)
-  method_values = {name: FLAGS[name].value for name in FLAGS
-                   if any(name in {f.name for f in dataclasses.fields(m.Config)}
-                          for m in methods.REGISTRY.values())}
-  compression.compress_and_finetune(source.model_path, FLAGS.method, method_values, corpus,
-                                    train_config, FLAGS.output_dir,
-                                    base_run_config=source.run_config, strategy=strategy,
-                                    progress=FLAGS.progress, distillation=distillation,
-                                    finetune_dropout=FLAGS.finetune_dropout,
-                                    teacher_model_path=FLAGS.distill_teacher or None)
+  corpus = source.corpus(FLAGS.data_dir, source.vocab())
+  flag_values = {name: FLAGS[name].value for name in FLAGS}
+  configs = [tflm_compress.METHOD_CONFIGS[m.API_NAME].from_flags(flag_values)
+             for m in methods.parse_spec(FLAGS.method)]
+  tflm_compress.compress_run(source.model_path, *configs, corpus=corpus,
+                             output_dir=FLAGS.output_dir, epochs=FLAGS.finetune_epochs,
+                             learning_rate=FLAGS.learning_rate, dropout=FLAGS.finetune_dropout,
+                             distill_from=FLAGS.distill_teacher or None,
+                             distillation=distillation, strategy=strategy,
+                             progress=FLAGS.progress, **overrides)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from tflm_compress import cli, distribute, io_utils
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
 from tflm_compress.data.reader import BAD_BYTES_POLICIES
 from tflm_compress.models.config import OPTIMIZERS, PRESETS, get_preset
-from tflm_compress.training import train_language_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "", "Folder with ptb.{train,valid,test}.txt; empty = generated corpus.")
@@ -65,8 +64,8 @@ def main(argv):
       "learning_rate": FLAGS.learning_rate, "optimizer": FLAGS.optimizer, "seed": FLAGS.seed}))
   corpus = load_corpus(FLAGS.data_dir, max_vocab_size=FLAGS.max_vocab_size,
                        on_bad_bytes=FLAGS.on_bad_bytes, generated=_generated_config())
-  train_language_model(corpus, model_config, train_config, FLAGS.output_dir, strategy=strategy,
-                       progress=FLAGS.progress, extra_config={"preset": FLAGS.config})
+  tflm_compress.train(corpus, FLAGS.output_dir, model_config, train_config, strategy=strategy,
+                      progress=FLAGS.progress, preset=FLAGS.config)
 
 
 def _generated_config() -> GeneratedCorpusConfig:

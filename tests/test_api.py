@@ -1,5 +1,6 @@
 """The public Python API (tflm_compress/__init__.py): the README example, configs, fit."""
 
+import dataclasses
 import json
 import os
 import re
@@ -63,6 +64,11 @@ def test_every_method_has_a_public_config_with_plain_names():
   assert config.to_method_config() == iss.Config(iss_lambda=0.04, iss_units_multiple=8)
   assert [f for f in tc.GroupReduce.__dataclass_fields__][:2] == ["num_blocks", "budget"]
   assert tc.Prune(sparsity=0.8, block_size="1,4").to_method_config().prune_block_size == "1,4"
+  # The scripts build the same configs from their prefixed flags (others' flags ignored).
+  assert config.to_flags() == {**dataclasses.asdict(iss.Config(iss_keep=0.5)), "iss_keep": None,
+                               "iss_lambda": 0.04,
+                               "iss_units_multiple": 8}
+  assert tc.ISS.from_flags({"iss_lambda": 0.04, "iss_units_multiple": 8, "rank": 3}) == config
   # Validation is the method's own, naming the script flag.
   with pytest.raises(tc.UserError, match=r"--sparsity=1\.5"):
     tc.Prune(sparsity=1.5)

@@ -3,7 +3,8 @@
 The public API (see :mod:`tflm_compress.api` and the README's Python example)::
 
   load_model, read_corpus, compress, finetune, training_callbacks, strip,
-  export_tflite, evaluate, benchmark, and one config class per method:
+  export_tflite, evaluate, benchmark; train and compress_run (the resumable run
+  dirs scripts/train.py and scripts/compress.py write); and one config class per method:
   Prune, QAT, Cluster, LowRank, TensorTrain, GroupReduce, SlimEmbedding, ISS.
 
 Importing the package registers every layer of :mod:`tflm_compress.layers`
@@ -22,8 +23,8 @@ _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # pylint: disable=wrong-import-position
 from tflm_compress import layers  # noqa: E402,F401  (registers every layer with Keras)
 from tflm_compress.api import (METHOD_CONFIGS, MethodConfig, benchmark, compress,  # noqa: E402
-                               evaluate, export_tflite, finetune, load_model, read_corpus, strip,
-                               training_callbacks, vocab_of)
+                               compress_run, evaluate, export_tflite, finetune, load_model,
+                               read_corpus, strip, train, training_callbacks, vocab_of)
 from tflm_compress.data.corpus import Corpus  # noqa: E402
 from tflm_compress.errors import UserError  # noqa: E402
 from tflm_compress.export.suggest import Suggester, suggest_next_words  # noqa: E402
@@ -33,5 +34,6 @@ globals().update(METHOD_CONFIGS)  # Prune, QAT, Cluster, LowRank, TensorTrain, .
 __version__ = "0.1.0"
 
 __all__ = ["Corpus", "MethodConfig", "Suggester", "UserError", "__version__", "benchmark",
-           "compress", "evaluate", "export_tflite", "finetune", "load_model", "read_corpus",
-           "strip", "suggest_next_words", "training_callbacks", "vocab_of", *sorted(METHOD_CONFIGS)]
+           "compress", "compress_run", "evaluate", "export_tflite", "finetune", "load_model",
+           "read_corpus", "strip", "suggest_next_words", "train", "training_callbacks",
+           "vocab_of", *sorted(METHOD_CONFIGS)]

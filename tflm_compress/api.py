@@ -43,9 +43,9 @@ from tflm_compress.export.step_model import vocab_size_of
 from tflm_compress.methods import REGISTRY
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models import adapt
-from tflm_compress.models.config import TrainConfig
+from tflm_compress.models.config import ModelConfig, TrainConfig, get_preset
 from tflm_compress.models.loading import load_model as load_model_file
-from tflm_compress.training import Distillation, Trainer
+from tflm_compress.training import Distillation, Trainer, train_language_model
 
 MODEL_FILE = "model.tflite"
 
@@ -77,11 +77,23 @@ class MethodConfig:
   def method(cls) -> types.ModuleType:
     return REGISTRY[cls.method_name]
 
+  @classmethod
+  def from_flags(cls, values: dict) -> "MethodConfig":
+    """The config with the values of the method's flags (``{"iss_lambda": 0.01, ...}``).
+
+    Flags of other methods are ignored; missing ones keep their defaults.
+    """
+    return cls(**{plain: values[flag] for plain, flag in _plain_names(cls.method()).items()
+                  if flag in values})
+
+  def to_flags(self) -> dict:
+    """The method's flag names with these values (the inverse of :meth:`from_flags`)."""
+    return {flag: getattr(self, plain) for plain, flag in _plain_names(self.method()).items()}
+
   def to_method_config(self):
     """The method module's ``Config`` with these values."""
     module = self.method()
-    return module.Config(**{flag: getattr(self, plain)
-                            for plain, flag in _plain_names(module).items()})
+    return module.Config(**self.to_flags())
 
 
 def _plain_name(flag: str, prefixes: tuple[str, ...]) -> str:
@@ -341,6 +353,71 @@ def _wrapped_methods(model: keras.Model) -> list[types.ModuleType]:
   if any(isinstance(l, cluster_wrapper.ClusterWeights) for l in model.layers):
     found.append(REGISTRY["cluster"])
   return found
+
+
+# ----- Resumable runs (what scripts/train.py and scripts/compress.py write) ---------------
+
+def train(corpus: Corpus, output_dir: str, model_config: ModelConfig | str = "tiny",
+          recipe: TrainConfig | None = None, strategy: tf.distribute.Strategy | None = None,
+          progress: bool = False, log=print, preset: str | None = None) -> dict:
+  """Trains a fresh LSTM language model into the run dir ``output_dir``.
+
+  ``model_config`` is a :class:`ModelConfig` or a preset name (``tiny``,
+  ``small``, ``medium``, ``large``: the Zaremba et al. 2014 recipes);
+  ``recipe`` defaults to the preset's (or :class:`TrainConfig`'s). Every epoch
+  is checkpointed there, and a call with the same arguments resumes an
+  interrupted run (a different configuration is refused). Writes
+  ``model.keras, vocab.txt, metrics.json, config.json, history.json``;
+  ``load_model(output_dir)`` reads the model back. ``preset`` names the preset
+  a ``ModelConfig`` was derived from (recorded in ``config.json``).
+
+  Returns:
+    The metrics written to ``metrics.json`` (train/valid/test perplexity).
+  """
+  if isinstance(model_config, str):
+    preset = model_config
+    model_config, recipe = get_preset(preset).model, recipe or get_preset(preset).train
+  return train_language_model(corpus, model_config, recipe or TrainConfig(), output_dir,
+                              strategy=strategy, progress=progress, log=log,
+                              extra_config={"preset": preset} if preset else None)
+
+
+def compress_run(model_path: str, *methods: MethodConfig, corpus: Corpus, output_dir: str,
+                 epochs: int = 2, learning_rate: float | None = None,
+                 dropout: float | None = None, distill_from: str | None = None,
+                 distillation: Distillation | None = None,
+                 strategy: tf.distribute.Strategy | None = None,
+                 base_recipe: TrainConfig | None = None, progress: bool = False, log=print,
+                 **recipe_overrides) -> dict:
+  """:func:`compress` + :func:`finetune` + :func:`strip`, as a resumable run dir.
+
+  What ``scripts/compress.py`` does: ``methods`` applied in order to the model
+  in ``model_path`` (a run dir or a Keras file of the package), fine-tuned
+  ``epochs`` epochs with the recipe :func:`finetune` uses (``base_recipe``:
+  default the recipe of the run the model came from; ``recipe_overrides`` such
+  as ``optimizer``, ``batch_size``, ``seed``), checkpointed every epoch,
+  stripped and saved to ``output_dir`` with ``metrics.json`` (its
+  ``method_report`` says what each method did). A call with the same
+  arguments resumes. With ``distillation`` (e.g. ``Distillation()``), the
+  soft targets come from ``distill_from`` (default: the model being
+  compressed). ``load_model(output_dir)`` reads the model back.
+
+  Returns:
+    The metrics written to ``metrics.json``.
+  """
+  plan = _plan(methods)
+  model_file = (os.path.join(model_path, artifacts.MODEL_FILE)
+                if tf.io.gfile.isdir(model_path) else model_path)
+  config_path = os.path.join(os.path.dirname(model_file), artifacts.CONFIG_FILE)
+  run_config = io_utils.read_json(config_path) if tf.io.gfile.exists(config_path) else None
+  if base_recipe is None:
+    base_recipe = TrainConfig(**run_config["train"]) if run_config else TrainConfig()
+  recipe = compression.finetune_config(base_recipe, epochs, learning_rate, **recipe_overrides)
+  values = {flag: value for method in methods for flag, value in method.to_flags().items()}
+  return compression.compress_and_finetune(
+      model_file, "+".join(m.NAME for m, _ in plan), values, corpus, recipe, output_dir,
+      base_run_config=run_config, strategy=strategy, progress=progress, log=log,
+      distillation=distillation, finetune_dropout=dropout, teacher_model_path=distill_from)
 
 
 # ----- Export, evaluate, benchmark ---------------------------------------------------------
