@@ -57,7 +57,8 @@ def main(argv):
               "embedding_op": FLAGS.embedding_op, "max_ppl_increase": FLAGS.max_ppl_increase}
   result = compare_quantization_modes(load_model(source.model_path), corpus,
                                       FLAGS.export_dir or os.path.join(FLAGS.model_dir, "ptq"),
-                                      tuple(FLAGS.modes), split=FLAGS.split, sub8bit=settings)
+                                      tuple(FLAGS.modes), split=FLAGS.split, sub8bit=settings,
+                                      method=(source.run_config or {}).get("method", "baseline"))
   result["model_dir"] = FLAGS.model_dir
   result["sub8bit_settings"] = settings
   if FLAGS.output_json:

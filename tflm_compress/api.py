@@ -331,9 +331,7 @@ def strip(model: keras.Model) -> keras.Model:
   pruning and clustering wrappers.
   """
   plan = _plan_of(model) or [(m, m.Config()) for m in _wrapped_methods(model)]
-  stripped = model
-  for module, config in compression.with_hook(plan, "strip"):
-    stripped = module.strip(stripped, config)
+  stripped = compression.strip_methods(model, plan)
   if stripped.losses:
     # The penalties compress() attached (a strip may return the model itself); the
     # deployable model has none: a copy without them (they would also break conversion).

@@ -122,10 +122,9 @@ def screen_chain(base_model_path: str, variant: Variant, corpus: Corpus, modes: 
                  slice_tokens: int, folder: str, calibration_steps: int = 200) -> dict:
   """One chain, not fine-tuned: ``{mode: {"tflite_bytes", "slice_ppl"}}`` (see module doc)."""
   plan = compression.check_params(variant.method, variant.params)
-  model = compression.apply_methods(load_model(base_model_path), plan,
-                                    CompressionContext(vocab=corpus.vocab, seed=0))
-  for module, config in compression.with_hook(plan, "strip"):
-    model = module.strip(model, config)
+  model = compression.strip_methods(
+      compression.apply_methods(load_model(base_model_path), plan,
+                                CompressionContext(vocab=corpus.vocab, seed=0)), plan)
   ids = corpus.split("valid")[:slice_tokens]
   out = {}
   for mode in modes:

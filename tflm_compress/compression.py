@@ -122,6 +122,13 @@ def with_hook(plan, hook: str):
           if hasattr(m, hook) and not (i < last and hasattr(m, "settled") and m.settled(c))]
 
 
+def strip_methods(model: keras.Model, plan) -> keras.Model:
+  """``model`` after each method's ``strip`` in plan order (see :func:`with_hook`)."""
+  for module, config in with_hook(plan, "strip"):
+    model = module.strip(model, config)
+  return model
+
+
 def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
                           corpus: Corpus, train_config: TrainConfig, output_dir: str,
                           base_run_config: dict | None = None,
@@ -183,9 +190,7 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
 
   def finalize(model):
     restore_dropout(dropout_rates)
-    for m, c in with_hook(plan, "strip"):
-      model = m.strip(model, c)
-    return model
+    return strip_methods(model, plan)
 
   def report(model):
     out = {"base_params": base_params, "compression_of_params":
