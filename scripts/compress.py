@@ -9,9 +9,6 @@ accept; rerun with the same flags to resume fine-tuning. Method flags are
 defined from each method's Config (see `--helpfull`).
 """
 
-import dataclasses
-import typing
-
 from absl import flags
 
 import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
@@ -47,21 +44,7 @@ flags.DEFINE_bool("overwrite", False, "Write into --output_dir even if it holds 
                   "package did not write.")
 flags.mark_flags_as_required(["method", "output_dir"])
 
-_DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
-             bool: flags.DEFINE_bool}
-
-
-def _define_method_flags():
-  """One flag per field of each method's Config (names are unique across methods)."""
-  for module in methods.REGISTRY.values():
-    hints = typing.get_type_hints(module.Config)
-    for field in dataclasses.fields(module.Config):
-      kind = hints[field.name]
-      base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-      _DEFINERS[base](field.name, field.default, module.FLAG_HELP.get(field.name, ""))
-
-
-_define_method_flags()
+cli.define_method_flags()
 
 
 def main(argv):
@@ -77,9 +60,8 @@ def main(argv):
   distillation = (Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature)
                   if FLAGS.distill else None)
   corpus = source.corpus(FLAGS.data_dir, source.vocab())
-  flag_values = {name: FLAGS[name].value for name in FLAGS}
-  configs = [tflm_compress.METHOD_CONFIGS[m.API_NAME].from_flags(flag_values)
-             for m in methods.parse_spec(FLAGS.method)]
+  configs = tflm_compress.configs_from_flags(FLAGS.method,
+                                             {name: FLAGS[name].value for name in FLAGS})
   tflm_compress.compress_run(source.model_path, *configs, corpus=corpus,
                              output_dir=FLAGS.output_dir, epochs=FLAGS.finetune_epochs,
                              learning_rate=FLAGS.learning_rate, dropout=FLAGS.finetune_dropout,

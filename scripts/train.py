@@ -2,6 +2,7 @@
 
   python scripts/train.py                                  # tiny model, generated corpus
   python scripts/train.py --data_dir=../shared/data/ptb --config=small --output_dir=runs/ptb_small
+  python scripts/train.py --method=tt --tt_rank=0 --tt_softmax_rank=16 --output_dir=runs/tt_scratch
 
 Writes OUTPUT_DIR/{model.keras, vocab.txt, metrics.json, config.json, history.json,
 checkpoints/, logs/}. Rerun with the same flags to resume after an interruption.
@@ -13,7 +14,7 @@ from absl import flags
 
 import quiet_start  # noqa: F401  (first: quiet unless --verbose; see scripts/quiet_start.py)
 import tflm_compress  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from tflm_compress import cli, distribute, io_utils
+from tflm_compress import cli, distribute, io_utils, methods
 from tflm_compress.data import GeneratedCorpusConfig, load_corpus
 from tflm_compress.data.reader import BAD_BYTES_POLICIES
 from tflm_compress.models.config import OPTIMIZERS, PRESETS, get_preset
@@ -42,8 +43,13 @@ flags.DEFINE_integer("generated_vocab_size", None, "Vocabulary of the generated 
 flags.DEFINE_enum("on_bad_bytes", "error", BAD_BYTES_POLICIES, "Invalid UTF-8 in data files.")
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("method", "", "Train this compressed architecture from a random init "
+                    f"(method(s) joined by '+': {sorted(methods.REGISTRY)}; their flags as in "
+                    "compress.py) instead of the dense model.")
 flags.DEFINE_bool("overwrite", False, "Write into --output_dir even if it holds files this "
                   "package did not write.")
+
+cli.define_method_flags()
 
 
 def _overrides(source, mapping: dict):
@@ -52,6 +58,8 @@ def _overrides(source, mapping: dict):
 
 def main(argv):
   cli.reject_extra_args(argv)
+  if FLAGS.method:
+    methods.parse_spec(FLAGS.method)  # Unknown names fail before anything is read.
   io_utils.check_output_dir(FLAGS.output_dir, FLAGS.overwrite)
   strategy = distribute.make_strategy(FLAGS.strategy)
   preset = get_preset(FLAGS.config)
@@ -64,8 +72,11 @@ def main(argv):
       "learning_rate": FLAGS.learning_rate, "optimizer": FLAGS.optimizer, "seed": FLAGS.seed}))
   corpus = load_corpus(FLAGS.data_dir, max_vocab_size=FLAGS.max_vocab_size,
                        on_bad_bytes=FLAGS.on_bad_bytes, generated=_generated_config())
-  tflm_compress.train(corpus, FLAGS.output_dir, model_config, train_config, strategy=strategy,
-                      progress=FLAGS.progress, preset=FLAGS.config)
+  configs = (tflm_compress.configs_from_flags(FLAGS.method,
+                                              {name: FLAGS[name].value for name in FLAGS})
+             if FLAGS.method else [])
+  tflm_compress.train(corpus, FLAGS.output_dir, model_config, train_config, *configs,
+                      strategy=strategy, progress=FLAGS.progress, preset=FLAGS.config)
 
 
 def _generated_config() -> GeneratedCorpusConfig:

@@ -23,8 +23,9 @@ _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # pylint: disable=wrong-import-position
 from tflm_compress import layers  # noqa: E402,F401  (registers every layer with Keras)
 from tflm_compress.api import (METHOD_CONFIGS, MethodConfig, benchmark, compress,  # noqa: E402
-                               compress_run, evaluate, export_tflite, finetune, load_model,
-                               read_corpus, strip, train, training_callbacks, vocab_of)
+                               compress_run, configs_from_flags, evaluate, export_tflite,
+                               finetune, load_model, read_corpus, strip, train,
+                               training_callbacks, vocab_of)
 from tflm_compress.data.corpus import Corpus  # noqa: E402
 from tflm_compress.errors import UserError  # noqa: E402
 from tflm_compress.export.suggest import Suggester, suggest_next_words  # noqa: E402
@@ -34,6 +35,7 @@ globals().update(METHOD_CONFIGS)  # Prune, QAT, Cluster, LowRank, TensorTrain, .
 __version__ = "0.1.0"
 
 __all__ = ["Corpus", "MethodConfig", "Suggester", "UserError", "__version__", "benchmark",
-           "compress", "compress_run", "evaluate", "export_tflite", "finetune", "load_model",
+           "compress", "compress_run", "configs_from_flags", "evaluate", "export_tflite",
+           "finetune", "load_model",
            "read_corpus", "strip", "suggest_next_words", "train", "training_callbacks",
            "vocab_of", *sorted(METHOD_CONFIGS)]

@@ -40,7 +40,7 @@ from tflm_compress.errors import UserError
 from tflm_compress.evaluation import evaluate_perplexity
 from tflm_compress.export import bundle, parity, runtime
 from tflm_compress.export.step_model import vocab_size_of
-from tflm_compress.methods import REGISTRY
+from tflm_compress.methods import REGISTRY, parse_spec
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models import adapt
 from tflm_compress.models.config import ModelConfig, TrainConfig, get_preset
@@ -94,6 +94,11 @@ class MethodConfig:
     """The method module's ``Config`` with these values."""
     module = self.method()
     return module.Config(**self.to_flags())
+
+
+def configs_from_flags(spec: str, values: dict) -> list[MethodConfig]:
+  """The configs of ``spec``'s methods (``"low_rank+iss"``) from the scripts' flag values."""
+  return [METHOD_CONFIGS[m.API_NAME].from_flags(values) for m in parse_spec(spec)]
 
 
 def _plain_name(flag: str, prefixes: tuple[str, ...]) -> str:
@@ -356,7 +361,8 @@ def _wrapped_methods(model: keras.Model) -> list[types.ModuleType]:
 # ----- Resumable runs (what scripts/train.py and scripts/compress.py write) ---------------
 
 def train(corpus: Corpus, output_dir: str, model_config: ModelConfig | str = "tiny",
-          recipe: TrainConfig | None = None, strategy: tf.distribute.Strategy | None = None,
+          recipe: TrainConfig | None = None, *methods: MethodConfig,
+          strategy: tf.distribute.Strategy | None = None,
           progress: bool = False, log=print, preset: str | None = None) -> dict:
   """Trains a fresh LSTM language model into the run dir ``output_dir``.
 
@@ -369,15 +375,28 @@ def train(corpus: Corpus, output_dir: str, model_config: ModelConfig | str = "ti
   ``load_model(output_dir)`` reads the model back. ``preset`` names the preset
   a ``ModelConfig`` was derived from (recorded in ``config.json``).
 
+  With ``methods`` (e.g. ``tc.TensorTrain(tt_rank=0, softmax_rank=16)``), the
+  compressed architecture is trained from a random init with the full recipe
+  instead of compressing a trained model (``scripts/train.py --method``): the
+  methods are applied to a freshly initialised dense model, their hooks run
+  over the whole training, and the saved model is stripped.
+
   Returns:
     The metrics written to ``metrics.json`` (train/valid/test perplexity).
   """
   if isinstance(model_config, str):
     preset = model_config
     model_config, recipe = get_preset(preset).model, recipe or get_preset(preset).train
+  extra = {"preset": preset} if preset else None
+  if methods:
+    plan = _plan(methods)
+    values = {flag: value for method in methods for flag, value in method.to_flags().items()}
+    return compression.train_from_scratch(
+        corpus, model_config, recipe or TrainConfig(), output_dir,
+        "+".join(m.NAME for m, _ in plan), values, strategy=strategy, progress=progress,
+        log=log, extra_config=extra)
   return train_language_model(corpus, model_config, recipe or TrainConfig(), output_dir,
-                              strategy=strategy, progress=progress, log=log,
-                              extra_config={"preset": preset} if preset else None)
+                              strategy=strategy, progress=progress, log=log, extra_config=extra)
 
 
 def compress_run(model_path: str, *methods: MethodConfig, corpus: Corpus, output_dir: str,

@@ -16,9 +16,11 @@ Importing this module defines ``--verbose`` (read by quiet_start from argv
 before absl parses it) and changes nothing else in the process.
 """
 
+import dataclasses
 import signal
 import sys
 import types
+import typing
 from typing import Callable
 
 from absl import app, flags
@@ -129,3 +131,20 @@ def define_interleaved_timing_flags(runs: int, per: str) -> None:
                     "python: Interpreter.invoke() timed from Python; native: "
                     "LiteRtRunCompiledModel timed from C (no Python in the timed runs).")
   flags.DEFINE_string("output_json", "", "Write the rows here too.")
+
+
+_DEFINERS = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
+             bool: flags.DEFINE_bool}
+
+
+def define_method_flags() -> None:
+  """One absl flag per field of each method's ``Config`` (names are unique across methods)."""
+  from tflm_compress import methods  # pylint: disable=g-import-not-at-top
+
+  for module in methods.REGISTRY.values():
+    hints = typing.get_type_hints(module.Config)
+    for field in dataclasses.fields(module.Config):
+      kind = hints[field.name]
+      base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+      _DEFINERS[base](field.name, field.default, module.FLAG_HELP.get(field.name, ""))
+

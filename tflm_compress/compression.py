@@ -4,7 +4,9 @@
 call: it loads the base model inside the strategy scope, applies each method
 of the spec in order, fine-tunes with the training loop (with the methods'
 regularizers and callbacks), strips training-only wrappers, and writes a run
-dir that ``convert``/``evaluate``/``benchmark`` accept.
+dir that ``convert``/``evaluate``/``benchmark`` accept. ``train_from_scratch``
+trains the compressed architecture from a random init instead
+(``scripts/train.py --method``).
 """
 
 import dataclasses
@@ -20,9 +22,9 @@ from tflm_compress.errors import UserError
 from tflm_compress.export import sparsity
 from tflm_compress.layers.lstm import LSTM
 from tflm_compress.methods.base import CompressionContext
-from tflm_compress.models.config import TrainConfig
+from tflm_compress.models.config import ModelConfig, TrainConfig
 from tflm_compress.models.loading import load_model
-from tflm_compress.models.lstm_lm import count_params
+from tflm_compress.models.lstm_lm import build_language_model, count_params
 from tflm_compress.training import Distillation, run_training
 
 
@@ -157,10 +159,7 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
   """
   strategy = strategy or tf.distribute.get_strategy()
   plan = [(m, method_config(m, method_values)) for m in methods.parse_spec(spec)]
-  steps_per_epoch = ((len(corpus.split("train")) // train_config.batch_size - 1) //
-                     train_config.num_steps)
-  context = CompressionContext(vocab=corpus.vocab, seed=train_config.seed,
-                               finetune_steps=train_config.epochs * steps_per_epoch or None)
+  context = _context(plan, corpus, train_config)
   if finetune_dropout is not None:
     check_dropout(finetune_dropout)
   if teacher_model_path and not distillation:
@@ -182,21 +181,9 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
       dropout_rates.update(set_dropout(model, finetune_dropout))
     return model
 
-  def extra_loss(model):
-    return tf.add_n([m.extra_loss(model, c) for m, c in with_hook(plan, "extra_loss")])
-
-  def callbacks(model):
-    return [cb for m, c in with_hook(plan, "callbacks") for cb in m.callbacks(model, c)]
-
   def finalize(model):
     restore_dropout(dropout_rates)
     return strip_methods(model, plan)
-
-  def report(model):
-    out = {"base_params": base_params, "compression_of_params":
-           base_params / max(count_params(model), 1)}
-    out.update(method_report(model, plan))
-    return out
 
   run_config = {
       "base_model": base_model_path,
@@ -210,12 +197,75 @@ def compress_and_finetune(base_model_path: str, spec: str, method_values: dict,
   if teacher_model_path:
     run_config["teacher_model"] = teacher_model_path
   return run_training(model_fn, corpus, train_config, output_dir, run_config, strategy=strategy,
-                      progress=progress, log=log,
-                      extra_loss_fn=extra_loss if with_hook(plan, "extra_loss") else None,
-                      callbacks_fn=callbacks if with_hook(plan, "callbacks") else None,
-                      finalize_fn=finalize, report_fn=report,
+                      progress=progress, log=log, finalize_fn=finalize,
                       teacher_fn=(lambda: load_model(teacher_path)) if distillation else None,
-                      distillation=distillation)
+                      distillation=distillation, **_hooks(plan, base_params))
+
+
+def train_from_scratch(corpus: Corpus, model_config: ModelConfig, train_config: TrainConfig,
+                       output_dir: str, spec: str, method_values: dict,
+                       strategy: tf.distribute.Strategy | None = None, progress: bool = True,
+                       log: Callable[[str], None] = print,
+                       extra_config: dict | None = None) -> dict:
+  """Trains the compressed architecture of ``spec`` from a random init; writes a run dir.
+
+  The dense model of ``model_config`` is built with fresh weights and each
+  method applied to it, so the compressed layers (low-rank factors, TT cores,
+  slim pools and their seeded assignments, GroupReduce blocks sized by the
+  corpus's word frequencies) start from the decomposition of a random init,
+  then train with the full recipe ``train_config`` and the methods' hooks
+  (penalties, pruning schedule over the whole run), resumable and under
+  ``strategy`` like the baseline (:func:`training.train_language_model`).
+
+  Returns:
+    The metrics written to ``metrics.json``.
+  """
+  plan = [(m, method_config(m, method_values)) for m in methods.parse_spec(spec)]
+  model_config = model_config.with_vocab_size(len(corpus.vocab))
+  context = _context(plan, corpus, train_config)
+
+  def build():
+    return build_language_model(model_config, seed=train_config.seed)
+
+  dense = build()
+  dense_params = count_params(dense)
+  apply_methods(dense, plan, context)  # Validates the configs before anything is written.
+  del dense
+  run_config = {"model": model_config.to_dict(), "method": spec, "from_scratch": True,
+                "method_config": {m.NAME: dataclasses.asdict(c) for m, c in plan},
+                **(extra_config or {})}
+  return run_training(lambda: apply_methods(build(), plan, context), corpus, train_config,
+                      output_dir, run_config, strategy=strategy, progress=progress, log=log,
+                      finalize_fn=lambda model: strip_methods(model, plan),
+                      **_hooks(plan, dense_params))
+
+
+def _context(plan, corpus: Corpus, train_config: TrainConfig) -> CompressionContext:
+  """What the methods may read: the vocabulary, the seed, the training steps ahead."""
+  steps_per_epoch = ((len(corpus.split("train")) // train_config.batch_size - 1) //
+                     train_config.num_steps)
+  return CompressionContext(vocab=corpus.vocab, seed=train_config.seed,
+                            finetune_steps=train_config.epochs * steps_per_epoch or None)
+
+
+def _hooks(plan, base_params: int) -> dict:
+  """``run_training``'s method hooks: penalties, callbacks and the metrics report."""
+
+  def extra_loss(model):
+    return tf.add_n([m.extra_loss(model, c) for m, c in with_hook(plan, "extra_loss")])
+
+  def callbacks(model):
+    return [cb for m, c in with_hook(plan, "callbacks") for cb in m.callbacks(model, c)]
+
+  def report(model):
+    out = {"base_params": base_params, "compression_of_params":
+           base_params / max(count_params(model), 1)}
+    out.update(method_report(model, plan))
+    return out
+
+  return {"extra_loss_fn": extra_loss if with_hook(plan, "extra_loss") else None,
+          "callbacks_fn": callbacks if with_hook(plan, "callbacks") else None,
+          "report_fn": report}
 
 
 def finetune_config(base: TrainConfig, epochs: int, learning_rate: float | None = None,

@@ -473,48 +473,162 @@ def _ppl_axis_top(rows: list[dict], key: str) -> float:
   return min(worst, 3 * min(base)) if base else worst
 
 
-def plot(rows: list[dict], path: str, eval_split: str, reference_ppl: float | None = None,
-         corpus_bound: float | None = None) -> None:
-  """Perplexity vs size and vs latency (log x), one marker per method family, with the
-  reference's and the corpus bound's perplexities as horizontal lines."""
+def pareto_front(points) -> list[tuple[float, float]]:
+  """The lower-left frontier of ``(x, y)`` points (lower is better on both).
+
+  Sorted by x (then y), a point is kept when its y is below that of every point
+  of smaller x: the best y reachable within each x. Of points with equal x only
+  the lowest is kept; of points with equal y, the one of smallest x.
+
+  Args:
+    points: ``(x, y)`` pairs, any order.
+
+  Returns:
+    The frontier's points by increasing x (and so decreasing y).
+  """
+  front = []
+  for x, y in sorted(points):
+    if not front or y < front[-1][1]:
+      front.append((x, y))
+  return front
+
+
+def _short_label(budget_label: str) -> str:
+  """A budget's label without its parenthesis, for the plot: "1/4 of the baseline"."""
+  return budget_label.split(" (", 1)[0]
+
+
+def _plot_winners(rows: list[dict], summary_entries: list[dict]) -> list[tuple[str, dict]]:
+  """``(short budget label, row)`` for each budget of :func:`summary` that a row fits."""
+  by_name = {r["name"]: r for r in rows}
+  return [(_short_label(e["budget"]["label"]), by_name[e["name"]]) for e in summary_entries
+          if e["name"] in by_name]
+
+
+def _merged_winners(winners) -> list[tuple[str, dict]]:
+  """One ``("label, label: name", row)`` per row that wins one or more budgets."""
+  labels, by_name = {}, {}
+  for label, row in winners or ():
+    labels.setdefault(row["name"], []).append(label)
+    by_name[row["name"]] = row
+  return [(f"{', '.join(labels[name])}: {name}", by_name[name]) for name in labels]
+
+
+_PANELS = (("tflite_bytes", ".tflite bytes", "perplexity vs size"),
+           ("latency_ms_p50", "ms per token (p50, host)", "perplexity vs latency"))
+_MARKERS = "os^vD<>pP*hX"
+
+
+def _draw(rows: list[dict], eval_split: str, reference_ppl: float | None = None,
+          corpus_bound: float | None = None, baseline_ppl: float | None = None,
+          winners: list[tuple[str, dict]] | None = None):
+  """The figure of :func:`plot` (not saved), or None when no row has a perplexity.
+
+  Args:
+    rows: the report's rows.
+    eval_split: the split whose ``.tflite`` perplexity is drawn.
+    reference_ppl: the reference's perplexity on ``eval_split`` (a line, the band
+      within :data:`HEADLINE_WITHIN` of it shaded, its point ringed).
+    corpus_bound: the corpus bound's perplexity (a line).
+    baseline_ppl: the baseline's fp32 perplexity on ``eval_split`` (a line, its
+      point ringed).
+    winners: ``(budget label, row)`` per budget; each winning row is annotated
+      with its budgets and name.
+
+  Returns:
+    A ``matplotlib.figure.Figure`` with two axes (size, latency).
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   key = ppl_key(eval_split)
   rows = [r for r in rows if r.get(key) is not None]
   if not rows:
-    return
-  markers = "os^vD<>pP*hX"
+    return None
   families = sorted({r["method"] for r in rows})
   top = _ppl_axis_top(rows, key)
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  for ax, x_key, label in ((axes[0], "tflite_bytes", ".tflite bytes"),
-                           (axes[1], "latency_ms_p50", "ms per token (p50, host)")):
+  uncompressed = _fp32(rows, BASELINE) + _fp32(rows, CONTROL)
+  marks = []  # (perplexity, label, color, the rows ringed) of the baseline and the reference.
+  if baseline_ppl is not None:
+    same = baseline_ppl == reference_ppl
+    marks.append((baseline_ppl, f"baseline{' = reference' if same else ' fp32'} "
+                  f"({baseline_ppl:.1f})", "black" if same else "tab:gray",
+                  [r for r in _fp32(rows, BASELINE) if r[key] == baseline_ppl]))
+  if reference_ppl is not None and reference_ppl != baseline_ppl:
+    marks.append((reference_ppl, f"reference ({reference_ppl:.1f})", "black",
+                  [r for r in uncompressed if r[key] == reference_ppl]))
+  winners = _merged_winners(winners)
+
+  fig = Figure(figsize=(10, 4.6), layout="constrained")
+  axes = fig.subplots(1, 2, sharey=True)
+  for ax, (x_key, x_label, title) in zip(axes, _PANELS):
+    shown = [r for r in rows if r.get(x_key)]
     for i, family in enumerate(families):
-      pts = [(r[x_key], min(r[key], top)) for r in rows
-             if r["method"] == family and r.get(x_key)]
+      pts = [(r[x_key], min(r[key], top)) for r in shown if r["method"] == family]
       if pts:
-        ax.scatter(*zip(*pts), marker=markers[i % len(markers)], label=family, s=40)
+        ax.scatter(*zip(*pts), marker=_MARKERS[i % len(_MARKERS)], label=family, s=40,
+                   zorder=3)
+    front = pareto_front([(r[x_key], min(r[key], top)) for r in shown])
+    if front:
+      ax.step(*zip(*front), where="post", color="0.25", lw=1.4, zorder=2,
+              label="Pareto front")
+    for ppl, label, color, marked in marks:
+      ax.axhline(ppl, color=color, lw=0.9, ls=":", label=label)
+      pts = [(r[x_key], min(r[key], top)) for r in marked if r.get(x_key)]
+      if pts:
+        ax.scatter(*zip(*pts), s=180, facecolors="none", edgecolors=color, linewidths=1.5,
+                   zorder=4)
     if reference_ppl is not None:
-      ax.axhline(reference_ppl, color="black", lw=0.8, ls=":",
-                 label=f"reference ({reference_ppl:.1f})")
+      ax.axhspan(reference_ppl, (1 + HEADLINE_WITHIN) * reference_ppl, color="tab:green",
+                 alpha=0.12, lw=0, label=f"within {HEADLINE_WITHIN:.0%} of the reference")
     if corpus_bound is not None:
       ax.axhline(corpus_bound, color="tab:red", lw=0.8, ls="-.",
                  label=f"corpus bound ({corpus_bound:.1f})")
+    for i, (text, row) in enumerate(winners):
+      if row.get(x_key) and row.get(key) is not None:
+        ax.annotate(text, (row[x_key], min(row[key], top)), xytext=(8, -16 - 12 * i),
+                    textcoords="offset points", fontsize=8, zorder=5,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7",
+                          "alpha": 0.85},
+                    arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.7})
     ax.set_xscale("log")
-    ax.set_xlabel(label)
-    ax.set_ylabel(f"{eval_split} perplexity (.tflite)")
-    off = sum(r[key] > top for r in rows if r.get(x_key))
+    ax.set_xlabel(x_label)
+    off = sum(r[key] > top for r in shown)
     if off:
-      ax.axhline(top, color="gray", lw=0.8, ls="--")
-      ax.set_title(f"{off} rows above {top:.0f} drawn on the dashed line", fontsize=8)
+      ax.axhline(top, color="gray", lw=0.8, ls="--", label=f"above {top:.0f} (clipped)")
+      title += f"\n{off} rows above {top:.0f} drawn on the dashed line"
+    if not shown:
+      ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", color="gray")
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
+  axes[0].set_ylabel(f"{eval_split} perplexity (.tflite)")
+  legend = {}
+  for ax in axes:
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+      legend.setdefault(label, handle)
+  fig.legend(list(legend.values()), list(legend), loc="upper center",
+             bbox_to_anchor=(0.5, 0), ncol=min(4, len(legend)), fontsize=9, frameon=False)
+  return fig
+
+
+def plot(rows: list[dict], path: str, eval_split: str, reference_ppl: float | None = None,
+         corpus_bound: float | None = None, baseline_ppl: float | None = None,
+         winners: list[tuple[str, dict]] | None = None) -> None:
+  """Writes perplexity vs size and vs latency (log x) as a PNG; nothing when no row has a
+  perplexity.
+
+  Each panel has one marker per method family, the rows' Pareto front as a step
+  line, the baseline's and the reference's perplexities as lines (their points
+  ringed), the band within :data:`HEADLINE_WITHIN` of the reference shaded, the
+  corpus bound and the winner of each budget annotated. See :func:`_draw` for the
+  arguments.
+  """
+  fig = _draw(rows, eval_split, reference_ppl, corpus_bound, baseline_ppl, winners)
+  if fig is None:
+    return
   buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=110)
-  plt.close(fig)
+  fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
   io_utils.atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -546,6 +660,9 @@ def write(rows: list[dict], output_dir: str, eval_split: str, published: list[di
   io_utils.atomic_write_text(os.path.join(output_dir, "results.md"), markdown(report))
   if report["rows"]:
     ref = report["reference"]
+    base = report["baseline"]
     plot(report["rows"], os.path.join(output_dir, "pareto.png"), eval_split,
-         ref and ref.get(ppl_key(eval_split)), corpus_bound)
+         ref and ref.get(ppl_key(eval_split)), corpus_bound,
+         baseline_ppl=base and base.get(ppl_key(eval_split)),
+         winners=_plot_winners(report["rows"], report["summary"]))
   return report
