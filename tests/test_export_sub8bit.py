@@ -391,3 +391,22 @@ def test_default_scales_are_hadamard_rotated(tiny_model, small_corpus, exported,
   keras_logits = export.keras_stream_logits(tiny_model, ids)
   tflite_logits = export.TFLiteStepModel(path).run(ids)
   assert np.abs(tflite_logits - keras_logits).max() < TOLERANCE["int4"]
+
+
+def test_hadamard_falls_back_to_min_max_on_odd_widths(tiny_model):
+  """A rotation needs a power of two dividing the input width: an odd-rank factor
+  (GroupReduce blocks of odd rank, here low-rank 7) keeps min-max scales, the rest
+  is rotated, and the model quantizes and runs (ai-edge-quantizer fails otherwise)."""
+  model = low_rank.compress(tiny_model, low_rank.Config(rank=7))
+  float_bytes = sub8bit.float_step_model(model)
+  groups = sub8bit.weight_groups(float_bytes, model)
+  odd = sorted(g.name for g in groups if g.shape[-1] % 2)
+  assert "softmax.kernel_v" in odd and "embedding.embeddings" in odd
+  bits = sub8bit.resolve_bits(sub8bit.parse_bits("*:4"), groups)
+  model_bytes, recipe = sub8bit.quantize_groups(float_bytes, groups, bits)
+  for group in groups:
+    expected = "dynamic_wi4c_afp32" if group.name in odd else "dynamic_wi4c_hr_afp32"
+    assert recipe["per_group"][group.name] == expected, group.name
+  by_tensor = {r["tensor"]: r["type"]
+               for r in inspect_tflite.weight_types(inspect_tflite.parse(model_bytes))}
+  assert all(by_tensor[g.tensor] == "INT4" for g in groups)

@@ -445,6 +445,18 @@ def _add_config(target, op: str, scope: str, bits: int, granularity: str, comput
       algorithm_key=ALGORITHMS[algorithm])
 
 
+def group_algorithm(group: "WeightGroup", algorithm: str) -> str:
+  """``algorithm`` for ``group``, or ``min_max`` where a Hadamard rotation cannot apply.
+
+  ai-edge-quantizer 0.10.0 rotates along a weight's input width by the largest
+  power of two dividing it; an odd width (a GroupReduce block of odd rank) has
+  none and its quantize fails, so that group keeps plain min-max scales.
+  """
+  if algorithm == "hadamard" and group.shape[-1] % 2:
+    return "min_max"
+  return algorithm
+
+
 def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size: int = 0,
                      compute: str = "dynamic", algorithm: str = DEFAULT_ALGORITHM) -> dict[str, str]:
   """Group -> ``CHANNELWISE`` or ``BLOCKWISE_<block_size>`` (``float32`` for 32 bits).
@@ -479,7 +491,7 @@ def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size
       try:
         for op, scope in zip(group.ops, group.scopes):
           _add_config(recipe_manager.RecipeManager(), op, scope, bits[group.name], granularity,
-                      compute, algorithm)
+                      compute, group_algorithm(group, algorithm))
       except ValueError:
         continue
       plan[group.name] = granularity
@@ -519,7 +531,8 @@ def build_quantizer(float_bytes: bytes, groups: list[WeightGroup], bits: dict[st
   for group in groups:
     if plan[group.name] != "float32":
       for op, scope in zip(group.ops, group.scopes):
-        _add_config(engine, op, scope, bits[group.name], plan[group.name], compute, algorithm)
+        _add_config(engine, op, scope, bits[group.name], plan[group.name], compute,
+                    group_algorithm(group, algorithm))
   return engine
 
 
@@ -590,7 +603,9 @@ def quantize_groups(float_bytes: bytes, groups: list[WeightGroup], bits: dict[st
   recipe}``. The result uses builtin ops only and runs in LiteRT (:func:`check_runs`).
   """
   plan = plan_granularity(groups, bits, block_size, compute, algorithm)
-  per_group = {name: recipe_name(bits[name], plan[name], compute, algorithm) for name in bits}
+  by_name = {g.name: g for g in groups}
+  per_group = {name: recipe_name(bits[name], plan[name], compute,
+                                 group_algorithm(by_name[name], algorithm)) for name in bits}
   label = ", ".join(f"{g}={r}" for g, r in per_group.items())
   if all(value == 32 for value in bits.values()):
     check_runs(float_bytes, label)
