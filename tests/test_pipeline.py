@@ -360,3 +360,17 @@ def test_sub8bit_modes_export_every_variant(tmp_path):
     meta = json.load(open(os.path.join(os.path.dirname(row["tflite"]), "model_meta.json")))
     assert meta["quantization"] == row["quantization"]
     assert meta["quantization"].startswith(row["quantize"] + " (ai-edge-quantizer")
+
+
+def test_only_keeps_the_baseline_and_the_controls_a_variant_needs(tmp_path):
+  from tflm_compress import pipeline  # pylint: disable=g-import-not-at-top
+  from tflm_compress.models import get_preset  # pylint: disable=g-import-not-at-top
+
+  variants = (pipeline.Variant("lr", "low_rank", {"rank": 4}),
+              pipeline.Variant("lr_kd", "low_rank", {"rank": 4}, distill=True))
+  config = pipeline.PipelineConfig(get_preset("tiny"), "tiny", variants)
+  # Every ratio in the report divides by the baseline's rows, so --only never drops it.
+  runner = pipeline.Pipeline(config, None, str(tmp_path), only=["lr_kd"])
+  assert [v.name for v in runner.selected] == ["baseline", "control", "control_kd", "lr_kd"]
+  runner = pipeline.Pipeline(config, None, str(tmp_path), only=["lr"])
+  assert [v.name for v in runner.selected] == ["baseline", "control", "lr"]

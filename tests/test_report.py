@@ -190,3 +190,12 @@ def test_plot_axis_ends_at_three_times_the_baseline():
   assert report._ppl_axis_top(rows, "tflite_test_ppl") == 300.0
   assert report._ppl_axis_top(rows[1:], "tflite_test_ppl") == 800.0  # No baseline: all shown.
   assert report._ppl_axis_top(rows[::2], "tflite_test_ppl") == 120.0
+
+
+def test_headline_without_a_baseline_row_names_no_ratio():
+  rows = [r for r in ROWS if r["method"] != "baseline"]
+  annotated = report.annotate(rows)
+  sentence = report._headline_sentence(  # pylint: disable=protected-access
+      {"headline": report.headline(annotated), "rows": annotated})
+  assert sentence == ("Within 5% of the reference (validation): smallest c (250 B), fastest "
+                      "control+dynamic (0.4 ms/token).")

@@ -410,7 +410,9 @@ class Pipeline:
     unknown = sorted(set(only or []) - known)
     if unknown:
       raise UserError(f"--only names unknown variants {unknown}; known: {sorted(known)}")
-    wanted = set(known if only is None else only)
+    # The baseline is always in: every ratio and "vs" figure of the report is against
+    # its rows, and its exports are cheap (the base model is not fine-tuned).
+    wanted = set(known if only is None else only) | {BASELINE}
     for variant in self._all_variants():
       if variant.name in wanted:
         wanted |= set(self._needed_controls(variant))

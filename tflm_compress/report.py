@@ -324,16 +324,25 @@ def summary_lines(report: dict, output_dir: str = "") -> list[str]:
   return lines
 
 
+_SMALLER = "smaller than the baseline's fp32 file"
+_FASTER = "faster than the baseline's fp32"
+
+
 def _headline_sentence(report: dict) -> str:
   head, rows = report["headline"], _by_name(report)
   small, fast = rows[head["smallest"]], rows[head["fastest"]] if head["fastest"] else None
   text = (f"Within {100 * head['within']:g}% of the reference (validation): smallest "
-          f"{small['name']} ({small['tflite_bytes']:,} B, "
-          f"{_fmt(small.get('compression'), '.2f')}x smaller than the baseline's fp32 file)")
+          f"{small['name']} ({small['tflite_bytes']:,} B"
+          f"{_ratio_clause(small.get('compression'), _SMALLER)})")
   if fast is not None:
-    text += (f", fastest {fast['name']} ({fast['latency_ms_p50']:.4g} ms/token, "
-             f"{_fmt(fast.get('speedup'), '.2f')}x faster than the baseline's fp32)")
+    text += (f", fastest {fast['name']} ({fast['latency_ms_p50']:.4g} ms/token"
+             f"{_ratio_clause(fast.get('speedup'), _FASTER)})")
   return text + "."
+
+
+def _ratio_clause(ratio: float | None, phrase: str) -> str:
+  """``", 3.20x <phrase>"``, or nothing when there is no baseline row to divide by."""
+  return "" if ratio is None else f", {ratio:.2f}x {phrase}"
 
 
 LEGEND = [
