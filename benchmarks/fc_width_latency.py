@@ -1,7 +1,7 @@
 """Benchmark: one float FULLY_CONNECTED ``[1, K] x [K, N]`` over a range of widths ``N``.
 
   python benchmarks/fc_width_latency.py --input_size=300 --widths=256:1072:16 \\
-      --output_json=docs/results/fc_width_latency_s5.json
+      --output_json=docs/results/fc_width_latency.json
 
 A one-step LSTM layer is one such matmul (``K = input + H``, ``N = 4H``), and
 once its weights fit in the core's cache its time is the GEMM kernel's, not

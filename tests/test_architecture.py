@@ -22,7 +22,7 @@ LEVELS = {
     "training": 4, "export": 4,
     "compression": 5, "artifacts": 5, "benchmark": 5, "testing": 5,
     "report": 5, "stages": 5,
-    "pipeline": 6, "api": 6, "cli": 6,
+    "pipeline": 6, "api": 6, "cli": 6, "results_page": 6,
     "compose": 7,  # the composition search drives the pipeline's variants
     "": 8,  # tflm_compress/__init__.py
 }

@@ -66,7 +66,7 @@ ALGORITHMS = {"min_max": "min_max_uniform_quantize", "mse": "MSE", "octav": "OCT
 _ALGORITHM_SUFFIX = {"min_max": "", "mse": "_mse", "octav": "_octav", "hadamard": "_hr"}
 # The default: on PTB small, all-int4 is +1.89% test ppl with it and +6.06% with min_max
 # (mse +5.90%), at 0.1% more bytes and within the host's noise in latency
-# (docs/RESULTS.md, "Below 8 bits").
+# (docs/RESULTS.md, "Below 8 bits"; docs/notes/2026-12-04-sub8bit.md).
 DEFAULT_ALGORITHM = "hadamard"
 AUTO_LEVELS = (8, 4)  # auto: where every group starts, and the one step down it may take.
 LSTM_ALIAS = "lstm"  # In a bits spec: every LSTM layer (lstm_0, lstm_1, ...).

@@ -114,8 +114,8 @@ class Config:
       multiple of this (capped at the layer's size) by keeping the top-norm
       components below the threshold too. On x86 XNNPACK's float GEMM runs a
       gate matmul of ``4H`` columns at ~1.7x the time per weight when ``4H``
-      rounded up to 16 is an odd multiple of 16 (``docs/RESULTS.md``, session
-      5); ``H`` a multiple of 8 avoids it (and suits ARM's 8- and 16-wide
+      rounded up to 16 is an odd multiple of 16 (``docs/notes/2026-11-25-ptb-small-methods.md``,
+      ISS section); ``H`` a multiple of 8 avoids it (and suits ARM's 8- and 16-wide
       kernels). 1 = no rounding. The extra units are below the threshold, so a
       later ISS stage (e.g. ``--iss_keep=1.0`` fine-tuning) run without the
       same multiple zeroes and deletes them again.

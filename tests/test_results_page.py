@@ -1,0 +1,116 @@
+"""docs/RESULTS.md is what its result files give; the generators choose on validation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tflm_compress import results_page
+from tflm_compress.errors import UserError
+
+from conftest import REPO_ROOT
+
+PAGE = os.path.join(REPO_ROOT, "docs", "RESULTS.md")
+
+
+def _row(name, method, nbytes, valid, test, quantize="none", variant=None, ms=0.1):
+  return {"name": name, "method": method, "variant": variant or name.split("+")[0],
+          "quantize": quantize, "tflite_bytes": nbytes, "tflite_valid_ppl": valid,
+          "tflite_test_ppl": test, "latency_ms_p50": ms}
+
+
+# Validation and test disagree: on test "lucky" looks best at 1 MB, on validation "steady".
+ROWS = [_row("baseline", "baseline", 4_000_000, 120.0, 114.0),
+        _row("control", "control", 4_000_000, 110.0, 104.0),
+        _row("lucky+dynamic", "low_rank", 900_000, 118.0, 105.0, "dynamic", ms=0.02),
+        _row("steady+dynamic", "low_rank", 950_000, 115.0, 109.0, "dynamic", ms=0.03),
+        _row("tiny", "tt", 200_000, 300.0, 290.0)]
+
+
+def test_committed_page_is_what_its_files_give():
+  text = open(PAGE).read()
+  assert results_page.render(text, REPO_ROOT, "docs/RESULTS.md") == text, (
+      "docs/RESULTS.md is out of date: run python scripts/results_page.py")
+  assert len(text.splitlines()) < 250
+  lowered = text.lower()
+  for word in ("issue", "session", "round of work"):
+    assert word not in lowered, word
+  assert text.count("<!-- generated: ") == text.count("<!-- end generated -->") == 5
+
+
+def test_answer_chooses_on_validation_and_reports_test():
+  lines = results_page.answer({"rows": ROWS}, {}, {"steady": {"params": {"rank": 8}}})
+  assert lines[0] == ("Reference: **control**, test 104.00 (the plain baseline: test 114.00). "
+                      "Chosen on the validation perplexity of the .tflite; test perplexity of "
+                      "the .tflite reported.")
+  table = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ")}
+  assert table["250 kB"] == ("| 250 kB | `tiny` | tt, fp32 | 200,000 | 300.00 | 290.00 | "
+                             "+178.8% | 0.1 | `--only=tiny --quantize=none` |")
+  assert table["1 MB"] == ("| 1 MB | `steady+dynamic` | low_rank(rank=8), dynamic | 950,000 | "
+                           "115.00 | 109.00 | +4.8% | 0.03 | "
+                           "`--only=steady --quantize=dynamic` |")
+  assert table["any size"].startswith("| any size | `control` |")
+
+
+def test_answer_on_an_old_file_chooses_on_keras_validation():
+  old = [dict({k: v for k, v in r.items() if k != "tflite_valid_ppl"},
+              valid_ppl=r["tflite_valid_ppl"]) for r in ROWS]
+  lines = results_page.answer({"rows": old}, {"reference": "control"}, {})
+  assert "Chosen on the validation perplexity of the Keras model (this run did not " \
+         "measure the .tflite's)" in lines[0]
+  assert any(line.startswith("| 1 MB | `steady+dynamic` |") for line in lines)
+
+
+def test_methods_best_row_per_family_follows_validation():
+  lines = results_page.methods({"rows": ROWS}, {}, {})
+  assert [line.split(" | ")[:2] for line in lines[4:]] == [
+      ["| low_rank", "`steady+dynamic`"], ["| tt", "`tiny`"]]
+
+
+def test_published_rows_keep_their_citations():
+  data = json.load(open(os.path.join(REPO_ROOT, "docs", "results", "published_ptb.json")))
+  lines = results_page.published(data, {}, {})
+  assert lines[2].startswith("| Zaremba, Sutskever, Vinyals 2014") and lines[2].endswith(
+      "| small, 2x200, no dropout |  |  | 114.5 |")
+  assert "| Grachev et al. 2019, Table 3 | TT softmax, LSTM 200-200 (0.304M output-layer " \
+         "params) | 11.8 | 2.95 | 116.588 |" in lines
+
+
+@pytest.mark.parametrize("block, message", [
+    ("<!-- generated: charts docs/results/published_ptb.json -->\n<!-- end generated -->",
+     "P.md: unknown generator 'charts' (known: answer, methods, sub8bit, published)"),
+    ("<!-- generated: answer docs/results/nope.json -->\n<!-- end generated -->",
+     "P.md: block 'answer' reads docs/results/nope.json, which does not exist"),
+    ("<!-- generated: answer docs/results/published_ptb.json ref -->\n<!-- end generated -->",
+     "P.md: block 'answer': option 'ref' is not key=value"),
+    ("<!-- generated: answer docs/results/sub.json reference=x -->\n<!-- end generated -->",
+     "P.md: block 'answer' (docs/results/sub.json): reference=x is not a row of the file"),
+])
+def test_bad_blocks_fail_with_one_line(tmp_path, block, message):
+  os.makedirs(tmp_path / "docs" / "results")
+  for name in ("published_ptb.json", "sub.json"):
+    (tmp_path / "docs" / "results" / name).write_text(json.dumps({"rows": ROWS}))
+  with pytest.raises(UserError) as e:
+    results_page.render("x\n" + block + "\n", str(tmp_path), "P.md")
+  assert str(e.value) == message
+
+
+def test_script_check_fails_on_a_stale_page(tmp_path):
+  os.makedirs(tmp_path / "docs" / "results")
+  (tmp_path / "docs" / "results" / "r.json").write_text(json.dumps({"rows": ROWS}))
+  page = tmp_path / "P.md"
+  page.write_text("# T\n<!-- generated: methods docs/results/r.json -->\nold\n"
+                  "<!-- end generated -->\n")
+  script = os.path.join(REPO_ROOT, "scripts", "results_page.py")
+  run = lambda *flags: subprocess.run(
+      [sys.executable, script, f"--page={page}", f"--root={tmp_path}", *flags],
+      capture_output=True, text=True, timeout=120)
+  stale = run("--check")
+  assert stale.returncode == 1 and stale.stderr.strip().splitlines()[-1] == (
+      f"error: {page} is out of date with its result files; run "
+      f"python scripts/results_page.py --page={page}")
+  assert run().returncode == 0 and "| low_rank | `steady+dynamic` |" in page.read_text()
+  fresh = run("--check")
+  assert fresh.returncode == 0 and fresh.stdout.strip() == f"{page}: up to date"
