@@ -80,7 +80,7 @@ def test_published_rows_keep_their_citations():
 
 @pytest.mark.parametrize("block, message", [
     ("<!-- generated: charts docs/results/published_ptb.json -->\n<!-- end generated -->",
-     "P.md: unknown generator 'charts' (known: answer, methods, sub8bit, published)"),
+     "P.md: unknown generator 'charts' (known: answer, methods, sub8bit, published, peer)"),
     ("<!-- generated: answer docs/results/nope.json -->\n<!-- end generated -->",
      "P.md: block 'answer' reads docs/results/nope.json, which does not exist"),
     ("<!-- generated: answer docs/results/published_ptb.json ref -->\n<!-- end generated -->",
@@ -114,3 +114,18 @@ def test_script_check_fails_on_a_stale_page(tmp_path):
   assert run().returncode == 0 and "| low_rank | `steady+dynamic` |" in page.read_text()
   fresh = run("--check")
   assert fresh.returncode == 0 and fresh.stdout.strip() == f"{page}: up to date"
+
+
+def test_peer_table_puts_the_stock_graph_beside_ours():
+  graph = lambda g, mode, ms, ops, loops: {"graph": g, "mode": mode, "bytes": 1000, "ms_p50": ms,
+                                          "tflite_ops": ops, "while_ops": loops,
+                                          "delegate_partitions": 1}
+  data = {"modes": [{"mode": "none", "stock_over_ours": 1.5, "max_abs_logit_diff": 2e-6,
+                     "parity_tokens": 64}],
+          "rows": [graph("ours", "none", 0.1, 20, 0), graph("stock", "none", 0.15, 60, 2)],
+          "rounds": 9, "settings": {"num_threads": 1}}
+  lines = results_page.peer(data, {}, {})
+  assert lines[2:4] == ["| none | stock | 1,000 | 60 | 2 | 1 | 0.1500 | 1.50x |",
+                        "| none | ours | 1,000 | 20 | 0 | 1 | 0.1000 |  |"]
+  assert lines[-1] == ("Largest logit difference, stock vs ours, over 64 tokens: none 2.0e-06; "
+                       "9 interleaved rounds, 1 thread.")

@@ -179,8 +179,30 @@ def published(data: dict, options: dict, variants: dict[str, dict]) -> list[str]
   return lines
 
 
+def peer(data: dict, options: dict, variants: dict[str, dict]) -> list[str]:
+  """Our step graph beside the stock Keras LSTM converted by TFLiteConverter
+  (``benchmarks/peer_latency.py``): one row per graph and mode."""
+  del options, variants
+  rows = {(r["graph"], r["mode"]): r for r in data["rows"]}
+  lines = ["| mode | graph | bytes | TFLite ops | WHILE | XNNPACK partitions | ms/token | "
+           "stock / ours |", "|---|---|---|---|---|---|---|---|"]
+  for entry in data["modes"]:
+    for graph in ("stock", "ours"):
+      r = rows[(graph, entry["mode"])]
+      ratio = f"{entry['stock_over_ours']:.2f}x" if graph == "stock" else ""
+      lines.append(f"| {entry['mode']} | {graph} | {r['bytes']:,} | {r['tflite_ops']} | "
+                   f"{r['while_ops']} | {r['delegate_partitions']} | {r['ms_p50']:.4f} | "
+                   f"{ratio} |")
+  diffs = ", ".join(f"{e['mode']} {e['max_abs_logit_diff']:.1e}" for e in data["modes"])
+  lines += ["", f"Largest logit difference, stock vs ours, over {data['modes'][0]['parity_tokens']}"
+            f" tokens: {diffs}; {data['rounds']} interleaved rounds, "
+            f"{data['settings']['num_threads']} thread."]
+  return lines
+
+
 GENERATORS: dict[str, Callable[[dict, dict, dict], list[str]]] = {
-    "answer": answer, "methods": methods, "sub8bit": sub8bit, "published": published}
+    "answer": answer, "methods": methods, "sub8bit": sub8bit, "published": published,
+    "peer": peer}
 
 
 def _parse_spec(spec: str, page: str) -> tuple[str, str, dict]:
