@@ -123,3 +123,18 @@ def test_write_passes_baseline_and_winners(tmp_path, monkeypatch):
   assert kwargs["baseline_ppl"] == 100.0
   assert [(label, row["name"]) for label, row in kwargs["winners"]] == [
       ("1/4 of the baseline", "c"), ("your budget", "control+dynamic")]
+
+
+def test_step_line_of_a_report_joins_the_rows_marked_on_validation():
+  # annotate() marks the Pareto rows on validation perplexity; the line joins those
+  # rows at their test perplexity. On test, a (400 B, 97) would be on the size front;
+  # on validation (112) c is smaller and better, so the line does not reach it, and it
+  # passes through c (250 B, test 108) which a front chosen on test would skip.
+  rows = report.annotate(ROWS)
+  fig = report._draw(rows, "test", reference_ppl=98.0, baseline_ppl=100.0)
+  size_ax, latency_ax = fig.axes[:2]
+  assert list(zip(*_front_line(size_ax).get_data())) == pytest.approx(
+      [(150, TOP), (200, 104.0), (250, 108.0), (300, 99.0)])
+  assert list(zip(*_front_line(latency_ax).get_data())) == pytest.approx(
+      [(0.30, TOP), (0.40, 99.0)])
+  fig.clear()

@@ -502,6 +502,21 @@ def pareto_front(points) -> list[tuple[float, float]]:
   return front
 
 
+_MARK_OF = {"tflite_bytes": "pareto_size", "latency_ms_p50": "pareto_latency"}
+
+
+def _front(rows: list[dict], x_key: str, key: str, top: float) -> list[tuple[float, float]]:
+  """The step line of a panel: through the rows marked Pareto on validation (the
+  report's marks), drawn at their ``key`` perplexity, so the line shows what was
+  chosen, not a front re-chosen on the plotted split. Rows without marks (a plot
+  of rows that were never annotated) get the front of the plotted perplexity.
+  """
+  mark = _MARK_OF.get(x_key)
+  if mark and any(mark in r for r in rows):
+    return sorted((r[x_key], min(r[key], top)) for r in rows if r.get(mark))
+  return pareto_front([(r[x_key], min(r[key], top)) for r in rows])
+
+
 def _short_label(budget_label: str) -> str:
   """A budget's label without its parenthesis, for the plot: "1/4 of the baseline"."""
   return budget_label.split(" (", 1)[0]
@@ -578,7 +593,7 @@ def _draw(rows: list[dict], eval_split: str, reference_ppl: float | None = None,
       if pts:
         ax.scatter(*zip(*pts), marker=_MARKERS[i % len(_MARKERS)], label=family, s=40,
                    zorder=3)
-    front = pareto_front([(r[x_key], min(r[key], top)) for r in shown])
+    front = _front(shown, x_key, key, top)
     if front:
       ax.step(*zip(*front), where="post", color="0.25", lw=1.4, zorder=2,
               label="Pareto front")
@@ -596,7 +611,7 @@ def _draw(rows: list[dict], eval_split: str, reference_ppl: float | None = None,
                  label=f"corpus bound ({corpus_bound:.1f})")
     for i, (text, row) in enumerate(winners):
       if row.get(x_key) and row.get(key) is not None:
-        ax.annotate(text, (row[x_key], min(row[key], top)), xytext=(8, -16 - 12 * i),
+        ax.annotate(text, (row[x_key], min(row[key], top)), xytext=(8, 18 + 14 * i),
                     textcoords="offset points", fontsize=8, zorder=5,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7",
                           "alpha": 0.85},
