@@ -410,3 +410,24 @@ def test_hadamard_falls_back_to_min_max_on_odd_widths(tiny_model):
   by_tensor = {r["tensor"]: r["type"]
                for r in inspect_tflite.weight_types(inspect_tflite.parse(model_bytes))}
   assert all(by_tensor[g.tensor] == "INT4" for g in groups)
+
+
+def test_odd_width_lookup_tables_stay_at_8_bits(tiny_model, small_corpus):
+  """LiteRT reads wrong rows from a 4-bit EMBEDDING_LOOKUP table of odd row width (a
+  row ends mid-byte): such tables are raised to 8 bits, said in the report, and the
+  int4 model stays close to Keras; the FULLY_CONNECTED weights stay at 4 bits."""
+  model = low_rank.compress(tiny_model, low_rank.Config(rank=7))
+  model_bytes, report = sub8bit.export_sub8bit(model, "int4")
+  assert report["raised_to_8_bits"] == ["embedding.embeddings"]
+  groups = {g["name"]: g for g in report["groups"]}
+  assert groups["embedding.embeddings"]["bits"] == 8
+  assert groups["softmax.kernel_v"]["bits"] == 4
+  by_tensor = {r["tensor"]: r["type"]
+               for r in inspect_tflite.weight_types(inspect_tflite.parse(model_bytes))}
+  assert by_tensor[groups["embedding.embeddings"]["tensor"]] == "INT8"
+  assert by_tensor[groups["softmax.kernel_v"]["tensor"]] == "INT4"
+  groups_of = sub8bit.weight_groups(sub8bit.float_step_model(model), model)
+  bits, raised = sub8bit.lookup_safe_bits(groups_of, {g.name: 4 for g in groups_of})
+  assert raised == ["embedding.embeddings"] and bits["softmax.kernel_v"] == 4
+  even = low_rank.compress(tiny_model, low_rank.Config(rank=8))
+  assert "raised_to_8_bits" not in sub8bit.export_sub8bit(even, "int4")[1]

@@ -457,6 +457,23 @@ def group_algorithm(group: "WeightGroup", algorithm: str) -> str:
   return algorithm
 
 
+def lookup_safe_bits(groups: list[WeightGroup], bits: dict[str, int]
+                     ) -> tuple[dict[str, int], list[str]]:
+  """``bits`` with every EMBEDDING_LOOKUP table of odd row width below 8 bits raised to 8,
+  and the names of the groups raised.
+
+  LiteRT 2.3.0 reads wrong rows from a 4-bit EMBEDDING_LOOKUP table whose row
+  width is odd (two values a byte; a row then ends mid-byte): measured on
+  GroupReduce's embedding blocks (odd ranks), one 125x5 block at 4 bits moves
+  the logits by 4.7 while a 125x4 block at 4 bits moves them by 0.8, the
+  rounding alone. The quantizer writes the file without complaint, so the
+  rule lives here.
+  """
+  raised = [g.name for g in groups
+            if bits[g.name] < 8 and g.shape[-1] % 2 and "EMBEDDING_LOOKUP" in g.ops]
+  return {name: (8 if name in raised else value) for name, value in bits.items()}, raised
+
+
 def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size: int = 0,
                      compute: str = "dynamic", algorithm: str = DEFAULT_ALGORITHM) -> dict[str, str]:
   """Group -> ``CHANNELWISE`` or ``BLOCKWISE_<block_size>`` (``float32`` for 32 bits).
@@ -802,6 +819,9 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
     report["auto"] = choice
   else:
     chosen = resolve_bits(spec, groups)
+  chosen, raised = lookup_safe_bits(groups, chosen)
+  if raised:
+    report["raised_to_8_bits"] = raised
   model_bytes, recipe = quantize_groups(float_bytes, groups, chosen, block_size, compute,
                                         algorithm)
   recipes = recipe["per_group"]
