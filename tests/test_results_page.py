@@ -37,7 +37,7 @@ def test_committed_page_is_what_its_files_give():
   lowered = text.lower()
   for word in ("issue", "session", "round of work"):
     assert word not in lowered, word
-  assert text.count("<!-- generated: ") == text.count("<!-- end generated -->") == 5
+  assert text.count("<!-- generated: ") == text.count("<!-- end generated -->") == 6
 
 
 def test_answer_chooses_on_validation_and_reports_test():
