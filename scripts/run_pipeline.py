@@ -32,7 +32,7 @@ from tflm_compress.models.loading import load_model
 from tflm_compress.training import Distillation
 
 FLAGS = flags.FLAGS
-SEARCH_KINDS = ("grid", "compose")
+SEARCH_KINDS = ("compose", "grid", "none")
 flags.DEFINE_bool("overwrite", False, "Write into the output dir even if it holds files this "
                   "package did not write.")
 flags.DEFINE_string("data_dir", "", "Corpus folder (ptb.{train,valid,test}.txt); empty = generated.")
@@ -70,6 +70,9 @@ flags.DEFINE_bool("rebenchmark", False,
 flags.DEFINE_integer("max_bytes", None, "Budget: largest .tflite in bytes.", lower_bound=1)
 flags.DEFINE_float("max_latency_ms", None, "Budget: slowest p50 ms per token on this host.")
 flags.DEFINE_enum("search", None, list(SEARCH_KINDS),
+                  "Default: compose, except with --only (a fan-out runs its variants; "
+                  "search once, without --only) and when merging a run that has no "
+                  "compose/screen.json (--report_only, --rebenchmark); none: no search. "
                   "grid (or plain --search): with --max_bytes/--max_latency_ms, also fine-tune "
                   "a small grid around the best variant within the budget (each size parameter "
                   "one step down and up: ranks x/sqrt2 and x*sqrt2, sparsities +-0.05, budgets "
@@ -118,10 +121,25 @@ def compose_search(config, runner, make_runner, corpus, output_dir, sizes, train
   return config
 
 
+def search_kind(output_dir: str, training: bool) -> str:
+  """--search, or its default: compose when this run trains everything (no --only), or
+  when merging a run whose search was screened."""
+  if FLAGS.search:
+    return FLAGS.search
+  if not any(mode in compose.SCREEN_MODES for mode in FLAGS.quantize):
+    return "none"  # Nothing to screen in (e.g. --quantize=mixed alone).
+  if training:
+    return "none" if FLAGS.only else "compose"
+  return ("compose" if os.path.exists(os.path.join(output_dir, "compose", "screen.json"))
+          else "none")
+
+
 def main(argv):
   cli.reject_extra_args(argv)
   io_utils.check_output_dir(FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}", FLAGS.overwrite)
-  if FLAGS.search == "grid" and not (FLAGS.max_bytes or FLAGS.max_latency_ms):
+  training = not (FLAGS.rebenchmark or FLAGS.report_only)
+  search = search_kind(FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}", training)
+  if search == "grid" and not (FLAGS.max_bytes or FLAGS.max_latency_ms):
     raise tflm_compress.UserError("--search needs a budget: --max_bytes and/or --max_latency_ms")
   sizes = tuple(compose.parse_sizes(",".join(FLAGS.budgets))) if FLAGS.budgets else ()
   strategy = distribute.make_strategy(FLAGS.strategy)
@@ -157,13 +175,12 @@ def main(argv):
 
   runner = make_runner(config, FLAGS.only)
   io_utils.makedirs(output_dir)
-  training = not (FLAGS.rebenchmark or FLAGS.report_only)
   if training:
     runner.run()
-  if FLAGS.search == "compose":
+  if search == "compose":
     config = compose_search(config, runner, make_runner, corpus, output_dir, sizes, training)
     runner = make_runner(config, None)
-  if FLAGS.search == "grid":
+  if search == "grid":
     grid = pipeline.search_variants(runner.collect_rows(), config.variants, FLAGS.max_bytes,
                                     FLAGS.max_latency_ms)
     if training:

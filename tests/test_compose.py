@@ -119,15 +119,15 @@ def test_report_puts_the_best_chain_beside_the_best_single_method_per_budget():
   assert report.build(rows[:3], "test", [], budgets)["composition"] == []
 
 
-def test_pipeline_search_compose_screens_fine_tunes_finalists_and_reports(tmp_path):
+def test_pipeline_composes_by_default_screens_fine_tunes_finalists_and_reports(tmp_path):
+  """No --search flag: the default run searches (the README's default run includes it)."""
   variants = tmp_path / "variants.json"
   variants.write_text(json.dumps([{"name": "lr4", "method": "low_rank", "params": {"rank": 4}}]))
   out = tmp_path / "out"
   cmd = [sys.executable, os.path.join(REPO_ROOT, "scripts", "run_pipeline.py"),
          f"--output_dir={out}", "--epochs=1", "--generated_tokens=6000",
          "--quantize=none,dynamic", "--finetune_epochs=1", "--runs=20",
-         f"--variants={variants}", "--search=compose", "--budgets=60k,100k",
-         "--compose_slice_tokens=300"]
+         f"--variants={variants}", "--budgets=60k,100k", "--compose_slice_tokens=300"]
   proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   screened = json.load(open(out / "compose" / "screen.json"))
@@ -148,3 +148,12 @@ def test_pipeline_search_compose_screens_fine_tunes_finalists_and_reports(tmp_pa
   # Resumable: the rerun redoes nothing.
   again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
   assert again.returncode == 0 and ": running" not in again.stdout
+  # A fan-out process (--only) runs its variants and leaves the search to the run without.
+  fan_out = subprocess.run(cmd + ["--only=lr4"], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=900)
+  assert fan_out.returncode == 0 and "compose:" not in fan_out.stdout, fan_out.stderr[-3000:]
+  # Merging the run (--report_only) keeps the search's rows, screening nothing again.
+  merged = subprocess.run(cmd + ["--report_only"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=900)
+  assert merged.returncode == 0 and ": running" not in merged.stdout, merged.stderr[-3000:]
+  assert json.load(open(out / "results.json"))["composition"] == results["composition"]

@@ -78,7 +78,7 @@ def test_a_dead_claim_is_taken_over(tmp_path):
 
 # ----- end to end -----
 PIPELINE_FLAGS = ["--epochs=1", "--generated_tokens=6000", "--quantize=none,dynamic",
-                  "--finetune_epochs=1", "--runs=20"]
+                  "--finetune_epochs=1", "--runs=20", "--search=none"]
 DETERMINISTIC = ("name", "method", "quantize", "control", "params", "tflite_bytes", "test_ppl",
                  "tflite_test_ppl", "tflite_valid_ppl", "valid_ppl")
 
