@@ -69,6 +69,24 @@ def test_methods_best_row_per_family_follows_validation():
       ["| low_rank", "`steady+dynamic`"], ["| tt", "`tiny`"]]
 
 
+def test_reference_from_another_file_of_the_same_base_model(tmp_path):
+  """A run without controls is restated against the reference of a run with them."""
+  os.makedirs(tmp_path / "docs" / "results")
+  no_controls = [r for r in ROWS if r["method"] != "control"]
+  (tmp_path / "docs" / "results" / "old.json").write_text(json.dumps({"rows": no_controls}))
+  (tmp_path / "docs" / "results" / "new.json").write_text(json.dumps({"rows": ROWS}))
+  page = ("<!-- generated: methods docs/results/old.json "
+          "reference_from=docs/results/new.json -->\n<!-- end generated -->\n")
+  text = results_page.render(page, str(tmp_path), "P.md")
+  assert "test vs control of docs/results/new.json (104.00)." in text
+  assert "| low_rank | `steady+dynamic` | low_rank, dynamic | 950,000 | 109.00 | +4.8% |" in text
+  alone = results_page.render(page.replace(" reference_from=docs/results/new.json", ""),
+                              str(tmp_path), "P.md")
+  assert "test vs baseline (114.00)." in alone
+  with pytest.raises(UserError, match=r"reference=x is not a row of docs/results/new\.json"):
+    results_page.render(page.replace("new.json", "new.json reference=x"), str(tmp_path), "P.md")
+
+
 def test_published_rows_keep_their_citations():
   data = json.load(open(os.path.join(REPO_ROOT, "docs", "results", "published_ptb.json")))
   lines = results_page.published(data, {}, {})

@@ -34,6 +34,8 @@ ANSWER_BUDGETS = ((250_000, "250 kB"), (500_000, "500 kB"), (1_000_000, "1 MB"),
                   (2_000_000, "2 MB"), (5_000_000, "5 MB"), (None, "any size"))
 KERAS_CHOICE_KEY = "valid_ppl"
 TEST_KEY = report.ppl_key("test")
+# Where render puts the rows of a block's ``reference_from=FILE``.
+REFERENCE_ROWS = "_reference_rows"
 
 
 def _load(root: str, path: str, page: str, generator: str) -> dict | list:
@@ -62,16 +64,28 @@ def choice_rows(rows: list[dict]) -> tuple[list[dict], str]:
           "validation perplexity of the Keras model (this run did not measure the .tflite's)")
 
 
-def _reference_row(rows: list[dict], name: str | None) -> dict:
+def _reference_row(rows: list[dict], options: dict) -> dict:
+  """``reference=NAME``, else :func:`report.reference`, of the block's rows or, with
+  ``reference_from=FILE``, of that file's (a run of the same base model whose
+  controls the block's file lacks)."""
+  where = "the file"
+  if REFERENCE_ROWS in options:
+    rows, where = choice_rows(options[REFERENCE_ROWS])[0], options["reference_from"]
+  name = options.get("reference")
   if name:
     found = [r for r in rows if r["name"] == name]
     if not found:
-      raise UserError(f"reference={name} is not a row of the file")
+      raise UserError(f"reference={name} is not a row of {where}")
     return found[0]
   ref = report.reference(rows)
   if ref is None:
-    raise UserError("the file has no fp32 baseline or control row to be the reference")
+    raise UserError(f"{where} has no fp32 baseline or control row to be the reference")
   return ref
+
+
+def _reference_label(ref: dict, options: dict) -> str:
+  where = options.get("reference_from")
+  return f"{ref['name']}" + (f" of {where}" if where else "")
 
 
 def _settings(row: dict, variants: dict[str, dict]) -> str:
@@ -106,10 +120,10 @@ def _variants(root: str, options: dict, page: str, generator: str) -> dict[str, 
 def answer(data: dict, options: dict, variants: dict[str, dict]) -> list[str]:
   """One row per size budget: the model of lowest validation perplexity that fits."""
   rows, chosen_on = choice_rows(data["rows"])
-  ref = _reference_row(rows, options.get("reference"))
+  ref = _reference_row(rows, options)
   base = next((r for r in rows if r["method"] == report.BASELINE and
                r.get("quantize") == "none"), None)
-  lines = [f"Reference: **{ref['name']}**, test {ref[TEST_KEY]:.2f} "
+  lines = [f"Reference: **{_reference_label(ref, options)}**, test {ref[TEST_KEY]:.2f} "
            f"(the plain baseline: test {base[TEST_KEY]:.2f}). Chosen on the {chosen_on}; "
            f"test perplexity of the .tflite reported.", "",
            "| budget | model | method, settings | bytes | valid | test | test vs reference "
@@ -136,9 +150,10 @@ def _flags(row: dict) -> str:
 def methods(data: dict, options: dict, variants: dict[str, dict]) -> list[str]:
   """The best row of each method family (chosen on validation), any size."""
   rows, chosen_on = choice_rows(data["rows"])
-  ref = _reference_row(rows, options.get("reference"))
+  ref = _reference_row(rows, options)
   families = sorted({r["method"] for r in rows} - {report.BASELINE, report.CONTROL})
-  lines = [f"Best row per method, chosen on the {chosen_on}; test vs {ref['name']} "
+  lines = [f"Best row per method, chosen on the {chosen_on}; test vs "
+           f"{_reference_label(ref, options)} "
            f"({ref[TEST_KEY]:.2f}).", "",
            "| method | best row | settings | bytes | test | test vs reference | ms/token |",
            "|---|---|---|---|---|---|---|"]
@@ -225,6 +240,8 @@ def render(text: str, root: str, page: str = "RESULTS.md") -> str:
   def block(match: re.Match) -> str:
     name, path, options = _parse_spec(match.group("spec"), page)
     data = _load(root, path, page, name)
+    if "reference_from" in options:
+      options[REFERENCE_ROWS] = _load(root, options["reference_from"], page, name)["rows"]
     try:
       body = GENERATORS[name](data, options, _variants(root, options, page, name))
     except (KeyError, TypeError) as e:
