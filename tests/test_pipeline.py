@@ -212,6 +212,46 @@ def test_controls_are_fine_tuned_with_their_variants_recipe(tmp_path):
   assert "| lr4_kd | low_rank, KD: control.lr0.002.do0.2 |" in open(out_dir / "results.md").read()
 
 
+def test_a_from_scratch_variant_trains_the_compressed_architecture_by_the_baseline_recipe(
+    tmp_path):
+  variants = tmp_path / "variants.json"
+  variants.write_text(json.dumps([{"name": "lr4_scratch", "method": "low_rank",
+                                   "params": {"rank": 4}, "from_scratch": True}]))
+  out_dir = tmp_path / "out"
+  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none")
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  assert "lr4_scratch: train from scratch: done" in out
+  rows = {r["name"]: r for r in json.load(open(out_dir / "results.json"))["rows"]}
+  assert sorted(rows) == ["baseline", "lr4_scratch"]  # No fine-tuning recipe: no control.
+  row = rows["lr4_scratch"]
+  assert row["from_scratch"] is True and row["control"] == "baseline"
+  assert row["params"] < rows["baseline"]["params"]
+  assert row["ppl_vs_control"] == pytest.approx(
+      row["tflite_test_ppl"] / rows["baseline"]["tflite_test_ppl"] - 1, rel=1e-12)
+  mine, base = _run_config(out_dir, "lr4_scratch"), json.load(
+      open(out_dir / "baseline" / "config.json"))
+  assert mine["from_scratch"] is True and mine["method"] == "low_rank"
+  assert mine["train"] == base["train"]  # The baseline's epochs, lr schedule, seed.
+  assert mine["model"] == base["model"]  # Built from the preset, not from the trained model.
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"finetune_epochs": 2}, "variant 'x': from_scratch trains with the baseline's recipe; "
+                             "drop finetune_epochs"),
+    ({"distill": True, "finetune_dropout": 0.3},
+     "variant 'x': from_scratch trains with the baseline's recipe; drop finetune_dropout, distill"),
+])
+def test_from_scratch_variants_take_no_fine_tuning_settings(fields, message):
+  from tflm_compress import pipeline  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError) as e:
+    pipeline.Variant("x", "low_rank", {"rank": 4}, from_scratch=True, **fields)
+  assert str(e.value) == message
+  with pytest.raises(UserError, match="variant 'y': from_scratch needs a method"):
+    pipeline.Variant("y", from_scratch=True)
+  assert "from_scratch" not in pipeline.Variant("z", "low_rank", {"rank": 4}).to_dict()
+
+
 def test_unknown_only_variant(tmp_path):
   proc = _pipeline(tmp_path / "x", "--only=nope")
   _, err = proc.communicate(timeout=120)
@@ -228,6 +268,11 @@ def test_distillation_variants():
   assert [(v.name, v.distill) for v in pipeline.with_distillation(base, "only")] == [("lr", True)]
   with pytest.raises(UserError, match="--distill='some'"):
     pipeline.with_distillation(base, "some")
+  scratch = base + (pipeline.Variant("s", "low_rank", {"rank": 4}, from_scratch=True),)
+  assert [(v.name, v.distill) for v in pipeline.with_distillation(scratch, "both")] == [
+      ("lr", False), ("s", False), ("lr_kd", True)]  # No teacher for a from-scratch model.
+  assert [(v.name, v.distill) for v in pipeline.with_distillation(scratch, "only")] == [
+      ("s", False), ("lr", True)]
 
 
 @pytest.mark.parametrize("variant, message", [

@@ -70,6 +70,11 @@ class Variant:
       distillation, with the pipeline's ``distillation`` settings).
     finetune_dropout: dropout rate on non-recurrent connections during
       fine-tuning (None: the model's own; see ``compression.set_dropout``).
+    from_scratch: train the compressed architecture from a random init with
+      the baseline's recipe (the preset's, ``--epochs`` included) instead of
+      compressing the base model and fine-tuning it
+      (:func:`compression.train_from_scratch`); its control is the baseline,
+      trained by the same recipe, so it takes no ``finetune_*`` or ``distill``.
   """
 
   name: str
@@ -79,8 +84,18 @@ class Variant:
   finetune_learning_rate: float | None = None
   distill: bool = False
   finetune_dropout: float | None = None
+  from_scratch: bool = False
 
   def __post_init__(self):
+    if self.from_scratch:
+      if not self.method:
+        raise UserError(f"variant {self.name!r}: from_scratch needs a method")
+      fine_tuning = [name for name in ("finetune_epochs", "finetune_learning_rate",
+                                       "finetune_dropout", "distill")
+                     if getattr(self, name) not in (None, False)]
+      if fine_tuning:
+        raise UserError(f"variant {self.name!r}: from_scratch trains with the baseline's "
+                        f"recipe; drop {', '.join(fine_tuning)}")
     if self.finetune_dropout is not None:
       try:
         compression.check_dropout(self.finetune_dropout)
@@ -100,7 +115,7 @@ class Variant:
     # Options left at their defaults are omitted, so a variant keeps its
     # identity (stage hash) when an option is added to this class.
     d = dataclasses.asdict(self)
-    for name in ("finetune_learning_rate", "distill", "finetune_dropout"):
+    for name in ("finetune_learning_rate", "distill", "finetune_dropout", "from_scratch"):
       if d[name] == getattr(Variant, name):
         del d[name]
     return d
@@ -227,7 +242,7 @@ def control_variants(config: PipelineConfig) -> tuple[Variant, ...]:
   recipes = []
   for variant in config.variants:
     recipe = recipe_of(config, variant)
-    if not variant.method or recipe.epochs == 0:
+    if not variant.method or recipe.epochs == 0 or variant.from_scratch:
       continue  # Not fine-tuned: the baseline is its control.
     for r in ((dataclasses.replace(recipe, distill=False), recipe) if recipe.distill
               else (recipe,)):
@@ -304,14 +319,17 @@ DISTILL_MODES = ("none", "both", "only")
 
 def with_distillation(variants: tuple[Variant, ...], mode: str) -> tuple[Variant, ...]:
   """``none``: as given; ``only``: every variant distilled; ``both``: each
-  variant with and without distillation (the distilled one named ``NAME_kd``)."""
+  variant with and without distillation (the distilled one named ``NAME_kd``).
+  A ``from_scratch`` variant has no teacher to distil from and stays as given."""
   if mode not in DISTILL_MODES:
     raise UserError(f"--distill={mode!r}; use one of {DISTILL_MODES}")
   if mode == "none":
     return variants
   distilled = tuple(dataclasses.replace(v, name=f"{v.name}_kd" if mode == "both" else v.name,
-                                        distill=True) for v in variants)
-  return variants + distilled if mode == "both" else distilled
+                                        distill=True) for v in variants if not v.from_scratch)
+  if mode == "both":
+    return variants + distilled
+  return tuple(v for v in variants if v.from_scratch) + distilled
 
 
 def _int_steps(value):
@@ -375,7 +393,7 @@ def search_variants(rows: list[dict], variants: tuple[Variant, ...], max_bytes: 
 
 def load_variants(path: str) -> tuple[Variant, ...]:
   """Variants from a JSON file: a list of ``{name, method, params, finetune_epochs,
-  finetune_learning_rate, distill, finetune_dropout}``."""
+  finetune_learning_rate, distill, finetune_dropout, from_scratch}``."""
   data = io_utils.read_json(path)
   if not isinstance(data, list):
     raise UserError(f"--variants={path!r} must hold a JSON list of variants")
@@ -434,6 +452,8 @@ class Pipeline:
     """The name of ``variant``'s control (``baseline`` if its recipe does not fine-tune)."""
     if not variant.method and not self._is_control(variant):
       return BASELINE  # The baseline (or a variant without a method: the base model as is).
+    if variant.from_scratch:
+      return BASELINE  # Trained from a random init by the baseline's own recipe.
     recipe = self.recipe(variant)
     return BASELINE if recipe.epochs == 0 else control_name(self.config, recipe)
 
@@ -499,6 +519,11 @@ class Pipeline:
 
   def _variant_model_config(self, variant: Variant, baseline_hash: str,
                             teacher: dict | None = None) -> dict:
+    if variant.from_scratch:
+      preset = self.config.preset
+      return {"stage": "from_scratch", "variant": variant.to_dict(),
+              "model": preset.model.to_dict(), "train": preset.train.to_dict(),
+              "corpus": self.corpus.describe()}
     if self._is_control(variant):
       recipe = self.recipe(variant)
       config = {"stage": "control", "baseline": baseline_hash,
@@ -540,7 +565,12 @@ class Pipeline:
     def fn(folder):
       common = {"output_dir": folder, "strategy": self.strategy, "progress": self.progress,
                 "log": self.log, **args}
-      if self._is_control(variant):
+      if variant.from_scratch:
+        metrics = compression.train_from_scratch(
+            self.corpus, self.config.preset.model, self.config.preset.train, folder,
+            variant.method, variant.params, strategy=self.strategy, progress=self.progress,
+            log=self.log, extra_config={"preset": self.config.preset_name})
+      elif self._is_control(variant):
         metrics = finetune_uncompressed(baseline["model"], self.corpus, **common)
       else:
         metrics = compression.compress_and_finetune(
@@ -551,7 +581,8 @@ class Pipeline:
               "teacher": teacher["name"] if variant.distill and teacher else BASELINE,
               "stage_hash": stages.config_hash(config)}
 
-    what = "fine-tune uncompressed" if self._is_control(variant) else "compress + fine-tune"
+    what = ("train from scratch" if variant.from_scratch else
+            "fine-tune uncompressed" if self._is_control(variant) else "compress + fine-tune")
     return runner.run(folder, f"{variant.name}: {what}", config, fn)
 
   def _export_splits(self) -> list[str]:
@@ -727,6 +758,8 @@ class Pipeline:
     }
     if variant.distill:
       row["teacher"] = model_result.get("teacher", BASELINE)
+    if variant.from_scratch:
+      row["from_scratch"] = True
     for key in ("bits", "quantization", "sensitivity"):  # int4 / mixed / auto exports.
       if key in export_result:
         row[key] = export_result[key]
