@@ -84,11 +84,15 @@ def test_band_within_five_percent_of_the_reference(fig):
     assert list(labels["corpus bound (90.0)"].get_ydata()) == [90.0, 90.0]
 
 
-def test_winner_labels_are_annotated(fig):
+def test_winners_are_tagged_by_their_points_and_named_on_top(fig):
   for ax in fig.axes[:2]:
-    texts = [t.get_text() for t in ax.texts]
-    assert "1/4 of the baseline, your budget: c" in texts
-    assert "1/10 of the baseline: b" in texts
+    tags = {t.get_text(): t.xy for t in ax.texts}
+    assert set(tags) == {"1", "2"}
+  size_tags = {t.get_text(): t.xy for t in fig.axes[0].texts}
+  assert size_tags["1"] == (ROWS[5]["tflite_bytes"], ROWS[5]["tflite_test_ppl"])
+  assert size_tags["2"] == (ROWS[4]["tflite_bytes"], ROWS[4]["tflite_test_ppl"])
+  assert fig._suptitle.get_text() == ("Best per budget (validation): 1: 1/4 of the baseline, "
+                                      "your budget: c   2: 1/10 of the baseline: b")
 
 
 def test_legend_outside_the_axes(fig):

@@ -85,6 +85,10 @@ def test_reference_from_another_file_of_the_same_base_model(tmp_path):
   assert "test vs baseline (114.00)." in alone
   with pytest.raises(UserError, match=r"reference=x is not a row of docs/results/new\.json"):
     results_page.render(page.replace("new.json", "new.json reference=x"), str(tmp_path), "P.md")
+  (tmp_path / "docs" / "results" / "norows.json").write_text("{}")
+  with pytest.raises(UserError) as e:
+    results_page.render(page.replace("new.json", "norows.json"), str(tmp_path), "P.md")
+  assert str(e.value) == "P.md: block 'methods' cannot read docs/results/old.json: missing 'rows'"
 
 
 def test_published_rows_keep_their_citations():

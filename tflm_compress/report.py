@@ -609,12 +609,13 @@ def _draw(rows: list[dict], eval_split: str, reference_ppl: float | None = None,
     if corpus_bound is not None:
       ax.axhline(corpus_bound, color="tab:red", lw=0.8, ls="-.",
                  label=f"corpus bound ({corpus_bound:.1f})")
-    for i, (text, row) in enumerate(winners):
+    for i, (_, row) in enumerate(winners):
       if row.get(x_key) and row.get(key) is not None:
-        ax.annotate(text, (row[x_key], min(row[key], top)), xytext=(8, 18 + 14 * i),
-                    textcoords="offset points", fontsize=8, zorder=5,
-                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.7",
-                          "alpha": 0.85},
+        # A short tag by the point (long names ran off the panel); the key is on top.
+        ax.annotate(str(i + 1), (row[x_key], min(row[key], top)), xytext=(7, 10),
+                    textcoords="offset points", fontsize=8, fontweight="bold", zorder=5,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.4",
+                          "alpha": 0.9},
                     arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.7})
     ax.set_xscale("log")
     ax.set_xlabel(x_label)
@@ -633,6 +634,9 @@ def _draw(rows: list[dict], eval_split: str, reference_ppl: float | None = None,
       legend.setdefault(label, handle)
   fig.legend(list(legend.values()), list(legend), loc="upper center",
              bbox_to_anchor=(0.5, 0), ncol=min(4, len(legend)), fontsize=9, frameon=False)
+  if winners:
+    fig.suptitle("Best per budget (validation): " + "   ".join(
+        f"{i + 1}: {text}" for i, (text, _) in enumerate(winners)), fontsize=8, wrap=True)
   return fig
 
 

@@ -240,9 +240,9 @@ def render(text: str, root: str, page: str = "RESULTS.md") -> str:
   def block(match: re.Match) -> str:
     name, path, options = _parse_spec(match.group("spec"), page)
     data = _load(root, path, page, name)
-    if "reference_from" in options:
-      options[REFERENCE_ROWS] = _load(root, options["reference_from"], page, name)["rows"]
     try:
+      if "reference_from" in options:
+        options[REFERENCE_ROWS] = _load(root, options["reference_from"], page, name)["rows"]
       body = GENERATORS[name](data, options, _variants(root, options, page, name))
     except (KeyError, TypeError) as e:
       raise UserError(f"{page}: block '{name}' cannot read {path}: missing {e}") from e
