@@ -130,6 +130,7 @@ def test_pipeline_composes_by_default_screens_fine_tunes_finalists_and_reports(t
          f"--variants={variants}", "--budgets=60k,100k", "--compose_slice_tokens=300"]
   proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr == ""  # Quiet: none of TensorFlow's, LiteRT's or the converter's chatter.
   screened = json.load(open(out / "compose" / "screen.json"))
   tiny = get_preset("tiny").model
   assert {r["chain"] for r in screened} == {
