@@ -136,9 +136,10 @@ def search_kind(output_dir: str, training: bool) -> str:
 
 def main(argv):
   cli.reject_extra_args(argv)
-  io_utils.check_output_dir(FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}", FLAGS.overwrite)
+  output_dir = FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}"
+  io_utils.check_output_dir(output_dir, FLAGS.overwrite)
   training = not (FLAGS.rebenchmark or FLAGS.report_only)
-  search = search_kind(FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}", training)
+  search = search_kind(output_dir, training)
   if search == "grid" and not (FLAGS.max_bytes or FLAGS.max_latency_ms):
     raise tflm_compress.UserError("--search needs a budget: --max_bytes and/or --max_latency_ms")
   sizes = tuple(compose.parse_sizes(",".join(FLAGS.budgets))) if FLAGS.budgets else ()
@@ -158,7 +159,6 @@ def main(argv):
       benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs,
       distillation=Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature),
       bits=FLAGS.bits, max_ppl_increase=FLAGS.max_ppl_increase)
-  output_dir = FLAGS.output_dir or f"runs/pipeline_{FLAGS.config}"
   generated = GeneratedCorpusConfig()
   if FLAGS.generated_tokens:
     tenth = max(FLAGS.generated_tokens // 10, 2)
