@@ -13,7 +13,8 @@ from tflm_compress.errors import UserError
 from tflm_compress.export import TFLiteStepModel, check_parity, convert_step_model, inspect_tflite
 from tflm_compress.layers.lstm import LSTM
 from tflm_compress.layers.low_rank import LowRankDense
-from tflm_compress.layers.tensor_train import (TTDense, TTEmbedding, TTLSTM, tt_gather_rows,
+from tflm_compress.layers.tensor_train import (TTDense, TTEmbedding, TTLSTM, cheapest_order,
+                                               tt_gather_rows, tt_matvec_macs,
                                                tt_matmul, tt_ranks, tt_to_full)
 from tflm_compress.methods import tensor_train as tt
 from tflm_compress.models import ModelConfig, build_language_model, count_params, zero_states
@@ -344,3 +345,52 @@ def test_compress_and_finetune_writes_a_run_dir(tiny_run, small_corpus, tmp_path
   saved = json.load(open(os.path.join(out, "metrics.json")))
   assert saved["config"]["method"] == "tt"
   assert os.path.exists(os.path.join(out, "model.keras"))
+
+
+# ---------------------------------------------------------------------------
+# One-row contraction order (the step model's softmax and LSTM kernels).
+
+
+@pytest.mark.parametrize("tt_shape", [((2, 3, 5), (3, 1, 4)), ((2, 10), (10, 10)),
+                                      ((2, 2, 2, 2), (3, 1, 2, 2))])
+@pytest.mark.parametrize("order", ["l2r", "r2l"])
+def test_both_contraction_orders_match_the_full_matrix(tt_shape, order):
+  rng = np.random.default_rng(3)
+  cores = _random_cores(rng, tt_shape, 4)
+  full = _full(cores)
+  x = rng.normal(size=(3, full.shape[0])).astype(np.float32)
+  np.testing.assert_allclose(tt_matmul(tf.constant(x), cores, tt_shape, order), x @ full,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_contraction_cost_and_the_cheapest_order():
+  # The PTB softmax shape of docs/RESULTS.md: 200 x 10000 as 2x100:100x100, rank 32.
+  shape, ranks = ((2, 100), (100, 100)), (1, 32, 1)
+  assert tt_matvec_macs(shape, ranks, "l2r") == 2 * 100 * 32 * 100 + 32 * 100 * 100 * 100
+  assert tt_matvec_macs(shape, ranks, "r2l") == 100 * 100 * 32 * 2 + 32 * 2 * 100 * 100
+  assert cheapest_order(shape, ranks) == "r2l"
+  # Mirrored, left to right is the cheap one.
+  assert cheapest_order(((100, 2), (100, 100)), ranks) == "l2r"
+  with pytest.raises(ValueError, match="order='up'"):
+    tt_matvec_macs(shape, ranks, "up")
+
+
+def _step_ops(tt_shape, rank, order):
+  cores = _random_cores(np.random.default_rng(4), tt_shape, rank)
+  rows = math.prod(tt_shape[0])
+  fn = tf.function(lambda x: tt_matmul(x, [tf.constant(c) for c in cores], tt_shape, order),
+                   input_signature=[tf.TensorSpec([1, rows], tf.float32)])
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+  ops = inspect_tflite.op_names(inspect_tflite.parse(converter.convert()))
+  return {op: ops.count(op) for op in set(ops) - {"RESHAPE"}}
+
+
+@pytest.mark.parametrize("tt_shape,order,expected", [
+    (((2, 10), (10, 10)), "l2r", {"TRANSPOSE": 2, "FULLY_CONNECTED": 2}),
+    (((2, 10), (10, 10)), "r2l", {"TRANSPOSE": 2, "FULLY_CONNECTED": 2}),
+    (((2, 3, 5), (3, 1, 4)), "l2r", {"TRANSPOSE": 3, "FULLY_CONNECTED": 3}),
+])
+def test_one_row_contraction_op_counts(tt_shape, order, expected):
+  """Pinned: one FULLY_CONNECTED per core and no more TRANSPOSEs than cores (the
+  converter folds r2l's digit reversals into the chain's transposes)."""
+  assert _step_ops(tt_shape, 3, order) == expected

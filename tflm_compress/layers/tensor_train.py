@@ -16,9 +16,9 @@ FLOOR_DIV/FLOOR_MOD, PAD, SLICE) so the step model lowers to TFLite builtins.
 Two equivalent ways to apply a TT kernel, chosen from the static input shape:
 
 * one row (the step model, ``[1, 1, ...]``): the core chain
-  (:func:`tt_matmul`: TRANSPOSE + FULLY_CONNECTED per core), so the converted
-  graph holds only the cores and costs ``O(sum_k r_{k-1} m_k n_k r_k ...)``
-  per token instead of ``M N``;
+  (:func:`tt_matmul`: TRANSPOSE + FULLY_CONNECTED per core, in the cheaper of
+  the two orders), so the converted graph holds only the cores and costs
+  :func:`tt_matvec_macs` per token instead of ``M N``;
 * many rows or steps (training, evaluation): the kernel is rebuilt once per
   call (:func:`tt_to_full`, ``O(r M N)``) and applied with one matmul per
   step, because the chain's many tiny ops are slow to train (a training step
@@ -90,16 +90,41 @@ def tt_glorot_stddev(tt_shape, max_rank: int) -> float:
   return float((variance / inner) ** (1.0 / (2 * len(rows))))
 
 
-def tt_matmul(x: tf.Tensor, cores, tt_shape) -> tf.Tensor:
-  """``x @ W`` for ``x`` ``[B, M]`` and the TT matrix ``W`` ``[M, N]`` -> ``[B, N]``.
+def tt_matvec_macs(tt_shape, ranks, order: str = "l2r") -> int:
+  """Multiply-accumulates per row of :func:`tt_matmul` in ``order`` (``"l2r"``: core 1
+  first, ``"r2l"``: core d first), for TT ranks ``(1, r_1, ..., r_{d-1}, 1)``.
 
-  One core at a time: the running tensor is laid out ``[Q, B P, r]`` (the row
-  factors not yet contracted, the batch with the column factors produced so
-  far, the current rank). Each step moves ``m_k`` last (a 2-D TRANSPOSE) and
-  multiplies by the core seen as ``[r_{k-1} m_k, n_k r_k]`` (FULLY_CONNECTED).
-  Cost per row: ``sum_k r_{k-1} m_k n_k r_k * (n_1..n_{k-1}) (m_{k+1}..m_d)``.
+  Step ``k`` of ``l2r`` costs ``r_{k-1} m_k n_k r_k`` times the column factors already
+  produced (``n_1..n_{k-1}``) times the row factors not yet contracted
+  (``m_{k+1}..m_d``); ``r2l`` is ``l2r`` of the digit-reversed matrix.
   """
   rows, cols = normalize_tt_shape(tt_shape)
+  ranks = [int(r) for r in ranks]
+  if order == "r2l":
+    rows, cols, ranks = rows[::-1], cols[::-1], ranks[::-1]
+  elif order != "l2r":
+    raise ValueError(f"order={order!r}; use 'l2r' or 'r2l'")
+  return int(sum(ranks[k] * rows[k] * cols[k] * ranks[k + 1] * math.prod(cols[:k])
+                 * math.prod(rows[k + 1:]) for k in range(len(rows))))
+
+
+# TFLite's TRANSPOSE takes up to 6 dims: the digit reversal of r2l transposes
+# [B, m_1..m_d], so it is offered for d <= 5 cores.
+_MAX_REVERSED_CORES = 5
+
+
+def cheapest_order(tt_shape, ranks) -> str:
+  """``"l2r"`` or ``"r2l"``, whichever :func:`tt_matvec_macs` counts fewer of (ties: l2r)."""
+  if len(normalize_tt_shape(tt_shape)[0]) > _MAX_REVERSED_CORES:
+    return "l2r"
+  return min(("l2r", "r2l"), key=lambda order: tt_matvec_macs(tt_shape, ranks, order))
+
+
+def _tt_matmul_l2r(x: tf.Tensor, cores, rows, cols) -> tf.Tensor:
+  # The running tensor is laid out [Q, B P, r] (the row factors not yet
+  # contracted, the batch with the column factors produced so far, the current
+  # rank). Each step moves m_k last (a 2-D TRANSPOSE) and multiplies by the
+  # core seen as [r_{k-1} m_k, n_k r_k] (FULLY_CONNECTED).
   ranks = [int(c.shape[0]) for c in cores] + [1]
   # [B, m_1, rest] -> [rest, B, m_1]: the layout above with r_0 = 1.
   t = tf.transpose(tf.reshape(x, [-1, rows[0], math.prod(rows[1:])]), [2, 0, 1])
@@ -109,6 +134,40 @@ def tt_matmul(x: tf.Tensor, cores, tt_shape) -> tf.Tensor:
     t = tf.reshape(t, [-1, ranks[k] * rows[k]])
     t = tf.matmul(t, tf.reshape(core, [ranks[k] * rows[k], cols[k] * ranks[k + 1]]))
   return tf.reshape(t, [-1, math.prod(cols)])
+
+
+def _reverse_digits(t: tf.Tensor, factors) -> tf.Tensor:
+  """``[B, prod(factors)]`` with each index's mixed-radix digits over ``factors``
+  reversed: one TRANSPOSE of ``[B, f_1..f_d]``."""
+  d = len(factors)
+  t = tf.reshape(t, [-1, *factors])
+  return tf.reshape(tf.transpose(t, [0, *range(d, 0, -1)]), [-1, math.prod(factors)])
+
+
+def tt_matmul(x: tf.Tensor, cores, tt_shape, order: str | None = None) -> tf.Tensor:
+  """``x @ W`` for ``x`` ``[B, M]`` and the TT matrix ``W`` ``[M, N]`` -> ``[B, N]``.
+
+  One core at a time, as FULLY_CONNECTED (the core seen as
+  ``[r_{k-1} m_k, n_k r_k]``) after a 2-D TRANSPOSE of the running tensor, in
+  ``order``: ``"l2r"`` (core 1 first), ``"r2l"`` (core d first: the same chain
+  over the digit-reversed matrix, whose cores are the constants reversed, with
+  one TRANSPOSE of ``x``'s digits before and one of the output's after), or
+  None, the one :func:`cheapest_order` picks. The orders can differ by
+  orders of magnitude (a ``2x100:100x100`` rank-32 softmax: 32.6M
+  multiply-accumulates per row left to right, 1.28M right to left, 2M dense).
+  """
+  rows, cols = normalize_tt_shape(tt_shape)
+  ranks = [int(c.shape[0]) for c in cores] + [1]
+  order = order or cheapest_order(tt_shape, ranks)
+  if order == "l2r":
+    return _tt_matmul_l2r(x, cores, rows, cols)
+  if order != "r2l":
+    raise ValueError(f"order={order!r}; use 'l2r', 'r2l' or None")
+  # W'[(i_d..i_1), (j_d..j_1)] = G_d'[i_d, j_d] ... G_1'[i_1, j_1] with G_k' the core's
+  # rank axes swapped: x W = reverse(reverse(x) W').
+  flipped = [tf.transpose(core, [3, 1, 2, 0]) for core in reversed(cores)]
+  y = _tt_matmul_l2r(_reverse_digits(x, rows), flipped, rows[::-1], cols[::-1])
+  return _reverse_digits(y, cols[::-1])
 
 
 def tt_to_full(cores, tt_shape) -> tf.Tensor:
@@ -225,7 +284,8 @@ class TTDense(keras.layers.Layer):
   """
 
   # The TFLite ops this layer lowers to in the step graph (export.check_exportable).
-  tflite_lowering = "TRANSPOSE + FULLY_CONNECTED per core (PAD/SLICE if padded)"
+  tflite_lowering = ("TRANSPOSE + FULLY_CONNECTED per core, cheapest order (a digit-reversal "
+                     "TRANSPOSE before and after for right to left; PAD/SLICE if padded)")
 
   def __init__(self, units: int, tt_shape, tt_rank: int, **kwargs):
     super().__init__(**kwargs)
