@@ -92,6 +92,8 @@ flags.DEFINE_integer("compose_slice_tokens", 5000, "--search=compose: validation
                      "screened export is scored on.", lower_bound=2)
 flags.DEFINE_integer("threads", 1, "Benchmark threads.", lower_bound=1)
 flags.DEFINE_integer("runs", 200, "Benchmark timed runs (at least).", lower_bound=1)
+flags.DEFINE_float("benchmark_secs", 0.25, "Seconds of timed benchmark runs per export (after "
+                   "a fifth of that warming up).", lower_bound=0.0)
 flags.DEFINE_integer("generated_tokens", None, "Train tokens of the generated corpus.",
                      lower_bound=100)
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
@@ -157,6 +159,7 @@ def main(argv):
       finetune_epochs=FLAGS.finetune_epochs, finetune_learning_rate=FLAGS.finetune_learning_rate,
       finetune_dropout=FLAGS.finetune_dropout,
       benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs,
+      benchmark_secs=FLAGS.benchmark_secs,
       distillation=Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature),
       bits=FLAGS.bits, max_ppl_increase=FLAGS.max_ppl_increase)
   generated = GeneratedCorpusConfig()

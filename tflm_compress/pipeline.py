@@ -142,6 +142,10 @@ class PipelineConfig:
       measured too, with Keras).
     parity_steps: steps of the Keras vs ``.tflite`` parity check.
     benchmark_threads, benchmark_runs: host benchmark settings.
+    benchmark_secs: seconds of timed runs per export (at least ``benchmark_runs``
+      of them), after a fifth of that warming up. Shorter than
+      ``benchmark_model``'s 1 s: a step of these models takes microseconds to a
+      millisecond, so even a quarter second is thousands of runs.
     distillation: the soft-target recipe of variants with ``distill=True``.
   """
 
@@ -157,6 +161,7 @@ class PipelineConfig:
   parity_steps: int = 50
   benchmark_threads: int = 1
   benchmark_runs: int = 200
+  benchmark_secs: float = 0.25
   distillation: Distillation = Distillation()
   bits: str = ""
   max_ppl_increase: str = "1%"
@@ -636,7 +641,8 @@ class Pipeline:
                      upstream: dict) -> dict:
     folder = os.path.join(self._variant_dir(variant.name), mode, "bench")
     config = {"stage": "benchmark", "upstream": stages.config_hash(upstream),
-              "threads": self.config.benchmark_threads, "runs": self.config.benchmark_runs}
+              "threads": self.config.benchmark_threads, "runs": self.config.benchmark_runs,
+              "secs": self.config.benchmark_secs}
 
     def fn(folder):
       return self._benchmark(export_result["tflite"], folder)
@@ -648,7 +654,9 @@ class Pipeline:
     from tflm_compress.benchmark import host, report as bench_report  # pylint: disable=g-import-not-at-top
 
     settings = host.BenchmarkSettings(num_threads=self.config.benchmark_threads,
-                                      num_runs=self.config.benchmark_runs)
+                                      num_runs=self.config.benchmark_runs,
+                                      min_secs=self.config.benchmark_secs,
+                                      warmup_min_secs=self.config.benchmark_secs / 5)
     result = bench_report.host_report(tflite_path, settings, floor=True, litert_benchmark=False)
     io_utils.atomic_write_json(os.path.join(folder, "benchmark.json"), result)
     latency = result["results"]["host-litert"]["latency_ms"]
