@@ -565,21 +565,20 @@ class Pipeline:
     if not variant.method and not self._is_control(variant):
       return baseline
     folder = os.path.join(self._variant_dir(variant.name), "model")
-    args = self.finetune_args(variant, teacher)
 
     def fn(folder):
-      common = {"output_dir": folder, "strategy": self.strategy, "progress": self.progress,
-                "log": self.log, **args}
-      if variant.from_scratch:
+      if variant.from_scratch:  # The baseline's recipe: no fine-tuning arguments.
         metrics = compression.train_from_scratch(
             self.corpus, self.config.preset.model, self.config.preset.train, folder,
             variant.method, variant.params, strategy=self.strategy, progress=self.progress,
             log=self.log, extra_config={"preset": self.config.preset_name})
-      elif self._is_control(variant):
-        metrics = finetune_uncompressed(baseline["model"], self.corpus, **common)
       else:
-        metrics = compression.compress_and_finetune(
-            baseline["model"], variant.method, variant.params, self.corpus, **common)
+        common = {"output_dir": folder, "strategy": self.strategy, "progress": self.progress,
+                  "log": self.log, **self.finetune_args(variant, teacher)}
+        metrics = (finetune_uncompressed(baseline["model"], self.corpus, **common)
+                   if self._is_control(variant) else
+                   compression.compress_and_finetune(baseline["model"], variant.method,
+                                                     variant.params, self.corpus, **common))
       return {"model": os.path.join(folder, MODEL_FILE), "params": metrics["params"],
               "valid_ppl": metrics["valid_ppl"], "test_ppl": metrics["test_ppl"],
               "method_report": metrics.get("method_report", {}),
