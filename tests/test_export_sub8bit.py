@@ -431,3 +431,54 @@ def test_odd_width_lookup_tables_stay_at_8_bits(tiny_model, small_corpus):
   assert raised == ["embedding.embeddings"] and bits["softmax.kernel_v"] == 4
   even = low_rank.compress(tiny_model, low_rank.Config(rank=8))
   assert "raised_to_8_bits" not in sub8bit.export_sub8bit(even, "int4")[1]
+
+
+def _zero_point_lengths(model_bytes: bytes) -> list[int]:
+  model = inspect_tflite.parse(model_bytes)
+  return [len(t.quantization.zeroPoint) for sg in model.subgraphs for t in sg.tensors
+          if t.quantization is not None and t.quantization.zeroPoint is not None]
+
+
+def test_equal_zero_points_are_stored_once_and_outputs_are_bit_identical(tiny_model):
+  # pylint: disable=g-import-not-at-top
+  from ai_edge_litert.interpreter import Interpreter
+  from tflm_compress.export import dedupe
+
+  model = low_rank.compress(tiny_model, low_rank.Config(rank=8))
+  float_bytes = sub8bit.float_step_model(model)
+  groups = sub8bit.weight_groups(float_bytes, model)
+  bits = {g.name: 4 for g in groups}
+  engine = sub8bit.build_quantizer(float_bytes, groups, bits,
+                                   sub8bit.plan_granularity(groups, bits, algorithm="min_max"),
+                                   "dynamic", "min_max")
+  raw = bytes(engine.quantize(enable_progress_report=False).quantized_model)
+  shared = dedupe.share_zero_points(raw)
+  lengths = _zero_point_lengths(raw)
+  assert lengths == _zero_point_lengths(shared)  # Every tensor keeps its zero points.
+  # Each repeated vector (all zeros: symmetric weights) is now stored once: the
+  # file shrinks by at least 8 bytes per int64 of each repeat.
+  repeats = sum(n * (lengths.count(n) - 1) for n in set(lengths) if n >= 2)
+  assert repeats > 0
+  assert len(raw) - len(shared) >= 8 * repeats, (len(raw), len(shared), repeats)
+
+  def run(model_bytes):
+    interpreter = Interpreter(model_content=model_bytes, num_threads=1)
+    interpreter.allocate_tensors()
+    outputs = []
+    for token in (3, 0, 17, 5):
+      for detail in interpreter.get_input_details():
+        if detail["dtype"] == np.int32:
+          interpreter.set_tensor(detail["index"], np.array([token], np.int32))
+        else:
+          interpreter.set_tensor(detail["index"], np.full(detail["shape"], 0.1, np.float32))
+      interpreter.invoke()
+      outputs += [interpreter.get_tensor(o["index"]).copy()
+                  for o in interpreter.get_output_details()]
+    return outputs
+
+  for a, b in zip(run(raw), run(shared)):
+    np.testing.assert_array_equal(a, b)
+  assert len(dedupe.share_zero_points(shared)) == len(shared)  # Nothing left to share.
+  # quantize_groups writes the shared form.
+  assert len(sub8bit.quantize_groups(float_bytes, groups, bits, algorithm="min_max")[0]) == len(
+      shared)

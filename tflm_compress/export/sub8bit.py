@@ -50,7 +50,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from ai_edge_litert.tools import flatbuffer_utils
 
 from tflm_compress.errors import UserError
-from tflm_compress.export import inspect_tflite
+from tflm_compress.export import dedupe, inspect_tflite
 from tflm_compress.export.modes import SUB8BIT_MODES
 
 BIT_WIDTHS = (2, 4, 8, 32)  # 32: the group stays float32.
@@ -617,7 +617,8 @@ def quantize_groups(float_bytes: bytes, groups: list[WeightGroup], bits: dict[st
   """``float_bytes`` with each group at its bits: ``(model bytes, recipe)``.
 
   The recipe is ``{"per_group": {group: recipe name}, "entries": ai-edge-quantizer's
-  recipe}``. The result uses builtin ops only and runs in LiteRT (:func:`check_runs`).
+  recipe}``. The result uses builtin ops only and runs in LiteRT (:func:`check_runs`);
+  equal per-channel zero-point vectors are stored once (:mod:`.dedupe`).
   """
   plan = plan_granularity(groups, bits, block_size, compute, algorithm)
   by_name = {g.name: g for g in groups}
@@ -634,7 +635,8 @@ def quantize_groups(float_bytes: bytes, groups: list[WeightGroup], bits: dict[st
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise UserError(f"ai-edge-quantizer {quantizer_version()} cannot apply recipe {label}: "
                     f"{first}") from None
-  model_bytes = bytes(result.quantized_model)
+  # Each distinct per-channel zero-point vector once (all zeros: symmetric weights).
+  model_bytes = dedupe.share_zero_points(bytes(result.quantized_model))
   bad = inspect_tflite.non_builtin_ops(inspect_tflite.parse(model_bytes))
   if bad:
     raise UserError(f"recipe {label} gave non-builtin ops {bad}; only TFLite builtins are allowed")
