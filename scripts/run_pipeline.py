@@ -197,6 +197,10 @@ def main(argv):
   if FLAGS.rebenchmark:
     runner.rebenchmark()
   rows = runner.collect_rows()
+  if not any(row["variant"] == pipeline.BASELINE for row in rows):
+    print(f"report: not written: the baseline has not finished in {output_dir} "
+          "(merge with --report_only once it has)")
+    return
   published = report.published_rows(corpus.source, FLAGS.config)
   bound = (MarkovWordSource(corpus.generated_config).min_perplexity()
            if corpus.generated_config is not None else None)

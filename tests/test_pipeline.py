@@ -218,10 +218,20 @@ def test_a_from_scratch_variant_trains_the_compressed_architecture_by_the_baseli
   variants.write_text(json.dumps([{"name": "lr4_scratch", "method": "low_rank",
                                    "params": {"rank": 4}, "from_scratch": True}]))
   out_dir = tmp_path / "out"
-  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none")
+  # Fanned out alone, it does not wait for the baseline (it does not start from it).
+  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none", "--only=lr4_scratch")
   out, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
   assert "lr4_scratch: train from scratch: done" in out
+  assert "baseline: train" not in out and not (out_dir / "baseline").exists()
+  assert (f"report: not written: the baseline has not finished in {out_dir} "
+          "(merge with --report_only once it has)") in out
+  assert not (out_dir / "results.json").exists()
+  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none")
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  assert "lr4_scratch: train from scratch: up to date, skipped" in out
+  assert "baseline: train: done" in out
   rows = {r["name"]: r for r in json.load(open(out_dir / "results.json"))["rows"]}
   assert sorted(rows) == ["baseline", "lr4_scratch"]  # No fine-tuning recipe: no control.
   row = rows["lr4_scratch"]
@@ -419,3 +429,10 @@ def test_only_keeps_the_baseline_and_the_controls_a_variant_needs(tmp_path):
   assert [v.name for v in runner.selected] == ["baseline", "control", "control_kd", "lr_kd"]
   runner = pipeline.Pipeline(config, None, str(tmp_path), only=["lr"])
   assert [v.name for v in runner.selected] == ["baseline", "control", "lr"]
+  # A from-scratch variant does not start from the base model: alone, it needs nothing.
+  config = pipeline.PipelineConfig(get_preset("tiny"), "tiny", variants + (
+      pipeline.Variant("lr_scratch", "low_rank", {"rank": 4}, from_scratch=True),))
+  runner = pipeline.Pipeline(config, None, str(tmp_path), only=["lr_scratch"])
+  assert [v.name for v in runner.selected] == ["lr_scratch"]
+  runner = pipeline.Pipeline(config, None, str(tmp_path), only=["lr_scratch", "lr"])
+  assert [v.name for v in runner.selected] == ["baseline", "control", "lr", "lr_scratch"]

@@ -414,8 +414,8 @@ class Pipeline:
   Args:
     strategy: the ``tf.distribute`` strategy for training and fine-tuning.
     only: variant (or control) names to run (None: all). The baseline runs
-      when needed, and so do the controls of the selected variants' recipes
-      (with their teachers).
+      too (unless every name is a ``from_scratch`` variant), and so do the
+      controls of the selected variants' recipes (with their teachers).
     log: where progress lines go.
   """
 
@@ -433,9 +433,14 @@ class Pipeline:
     unknown = sorted(set(only or []) - known)
     if unknown:
       raise UserError(f"--only names unknown variants {unknown}; known: {sorted(known)}")
-    # The baseline is always in: every ratio and "vs" figure of the report is against
-    # its rows, and its exports are cheap (the base model is not fine-tuned).
-    wanted = set(known if only is None else only) | {BASELINE}
+    # The baseline is in: every ratio and "vs" figure of the report is against its rows,
+    # and its exports are cheap (the base model is not fine-tuned). Except when --only
+    # names variants trained from scratch alone: they do not start from the base model,
+    # so a fan-out process running them does not wait for it to train.
+    wanted = set(known if only is None else only)
+    by_name = {v.name: v for v in self._all_variants()}
+    if not (only and all(by_name[name].from_scratch for name in wanted)):
+      wanted.add(BASELINE)
     for variant in self._all_variants():
       if variant.name in wanted:
         wanted |= set(self._needed_controls(variant))
@@ -687,12 +692,13 @@ class Pipeline:
   # ----- driver -----
   def run(self) -> list[dict]:
     """Runs the selected variants (baseline and controls first); returns their report rows."""
-    stage_count = 1 + sum((1 if v.method or self._is_control(v) else 0) +
+    with_baseline = any(v.name == BASELINE for v in self.selected)
+    stage_count = int(with_baseline) + sum((1 if v.method or self._is_control(v) else 0) +
                           2 * len(self.config.quantize)
                           for v in self.selected)
     runner = stages.StageRunner(total=stage_count, log=self.log)
     self.check_variants()
-    baseline = self._run_baseline(runner)
+    baseline = self._run_baseline(runner) if with_baseline else None  # From-scratch only.
     baseline_hash = stages.config_hash(self._baseline_config())
     model_results = {}
     rows = []
@@ -729,9 +735,9 @@ class Pipeline:
     valid = []
     for variant in self.selected if variants is None else variants:
       if variant.method:
-        if self.config.baseline_model:
+        if self.config.baseline_model and not variant.from_scratch:
           model = load_model(self.config.baseline_model)
-        else:
+        else:  # The preset's architecture (a from-scratch variant's, whatever --model is).
           model = build_language_model(self.config.preset.model.with_vocab_size(
               len(self.corpus.vocab)))
         try:
