@@ -80,6 +80,10 @@ def test_layers_compute_the_pooled_vectors():
   softmax.set_weights([pool, bias, softmax.assignment.numpy()])
   vectors = slim.expand(pool, softmax.assignment.numpy())  # [V, H]
   np.testing.assert_allclose(softmax(h), h @ vectors.T + bias, atol=1e-5)
+  np.testing.assert_allclose(softmax.vectors(), vectors, atol=1e-6)
+  # One row (the step graph) takes the pool-score path; it computes the same logits.
+  for row in h.reshape(-1, 4):
+    np.testing.assert_allclose(softmax(row[None]), row[None] @ vectors.T + bias, atol=1e-5)
 
 
 def test_param_count_matches_the_formula(dense_model):
