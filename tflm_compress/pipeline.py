@@ -433,17 +433,15 @@ class Pipeline:
     unknown = sorted(set(only or []) - known)
     if unknown:
       raise UserError(f"--only names unknown variants {unknown}; known: {sorted(known)}")
-    # The baseline is in: every ratio and "vs" figure of the report is against its rows,
-    # and its exports are cheap (the base model is not fine-tuned). Except when --only
-    # names variants trained from scratch alone: they do not start from the base model,
-    # so a fan-out process running them does not wait for it to train.
-    wanted = set(known if only is None else only)
-    by_name = {v.name: v for v in self._all_variants()}
-    if not (only and all(by_name[name].from_scratch for name in wanted)):
-      wanted.add(BASELINE)
+    wanted = set(known if only is None else only) or {BASELINE}
     for variant in self._all_variants():
       if variant.name in wanted:
         wanted |= set(self._needed_controls(variant))
+        # Every variant but a from-scratch one starts from the base model; and every
+        # ratio and "vs" figure of the report is against the baseline's rows (its exports
+        # are cheap). A fan-out process running from-scratch variants alone skips it.
+        if not variant.from_scratch:
+          wanted.add(BASELINE)
     self.selected = [v for v in self._all_variants() if v.name in wanted]
 
   def _all_variants(self) -> list[Variant]:
@@ -699,7 +697,7 @@ class Pipeline:
     runner = stages.StageRunner(total=stage_count, log=self.log)
     self.check_variants()
     baseline = self._run_baseline(runner) if with_baseline else None  # From-scratch only.
-    baseline_hash = stages.config_hash(self._baseline_config())
+    baseline_hash = self.baseline_hash()
     model_results = {}
     rows = []
     for variant in self.selected:  # Baseline, undistilled controls, distilled ones, variants.
