@@ -47,6 +47,9 @@ flags.DEFINE_string("bits", "", "--quantize=mixed: bits per weight group, e.g. "
 flags.DEFINE_string("max_ppl_increase", "1%", "--quantize=auto: allowed validation perplexity "
                     "increase over each variant's float32 .tflite.")
 flags.DEFINE_integer("epochs", None, "Override the baseline's epochs.", lower_bound=0)
+flags.DEFINE_float("dropout", None, "Override the baseline's dropout on non-recurrent "
+                   "connections (the recipe of the baseline and of from-scratch variants; "
+                   "fine-tuning has --finetune_dropout).", lower_bound=0.0, upper_bound=0.99)
 flags.DEFINE_integer("finetune_epochs", 2, "Fine-tuning epochs per variant.", lower_bound=0)
 flags.DEFINE_float("finetune_learning_rate", None, "Fine-tuning learning rate (default base/4).")
 flags.DEFINE_float("finetune_dropout", None, "Dropout on non-recurrent connections while "
@@ -150,6 +153,9 @@ def main(argv):
   if FLAGS.epochs is not None:
     preset = dataclasses.replace(preset, train=dataclasses.replace(preset.train,
                                                                    epochs=FLAGS.epochs))
+  if FLAGS.dropout is not None:
+    preset = dataclasses.replace(preset, model=dataclasses.replace(preset.model,
+                                                                   dropout=FLAGS.dropout))
   variants = (pipeline.load_variants(FLAGS.variants) if FLAGS.variants
               else pipeline.default_variants(FLAGS.config))
   variants = pipeline.with_distillation(variants, FLAGS.distill)

@@ -267,11 +267,18 @@ def training_callbacks(model: keras.Model) -> list:
   """The Keras callbacks the methods of ``model`` need in ``model.fit``.
 
   Pruning: TFMOT's ``UpdatePruningStep`` (strategy-aware); ISS: the periodic
-  thresholding of weak hidden units. The ISS penalty is already in
-  ``model.losses`` (see :func:`compress`).
+  thresholding of weak hidden units; int4 QAT: rounding the weights to the
+  export's grid around each batch and evaluation. The ISS penalty is already
+  in ``model.losses`` (see :func:`compress`).
   """
-  return [cb for m, c in compression.with_hook(_plan_of(model), "callbacks")
-          for cb in m.callbacks(model, c)]
+  from tflm_compress.methods import int4_qat  # pylint: disable=g-import-not-at-top
+
+  plan = _plan_of(model)
+  return ([cb for m, c in compression.with_hook(plan, "callbacks")
+           for cb in m.callbacks(model, c)] +
+          [int4_qat.GridProjectionCallback(p)
+           for m, c in compression.with_hook(plan, "weight_projections")
+           for p in m.weight_projections(model, c)])
 
 
 def _in_strategy(model: keras.Model, strategy: tf.distribute.Strategy) -> keras.Model:
@@ -296,7 +303,8 @@ def finetune(model: keras.Model, corpus: Corpus, epochs: int = 1,
   The recipe is the one ``scripts/compress.py`` uses: ``base_recipe`` (default:
   the recipe of the run :func:`load_model` read the model from, else
   :class:`TrainConfig`'s defaults) at ``learning_rate`` (default a quarter of
-  its rate), decayed after every epoch but the first; the methods' penalties and callbacks; optional dropout
+  its rate), decayed after every epoch but the first; the methods' penalties, callbacks and weight
+  projections; optional dropout
   on the non-recurrent connections while training (restored after); optional
   distillation from ``distill_from`` (a model or a model file).
 
@@ -319,7 +327,9 @@ def finetune(model: keras.Model, corpus: Corpus, epochs: int = 1,
       callbacks_fn=(lambda m: [cb for h, c in compression.with_hook(plan, "callbacks")
                                for cb in h.callbacks(m, c)]),
       teacher_fn=(lambda: _in_strategy(teacher, strategy)) if teacher is not None else None,
-      distillation=distillation if teacher is not None else None)
+      distillation=distillation if teacher is not None else None,
+      projections_fn=lambda m: [p for h, c in compression.with_hook(plan, "weight_projections")
+                                for p in h.weight_projections(m, c)])
   for epoch in range(epochs):
     trainer.optimizer.learning_rate.assign(recipe.learning_rate_at(epoch))
     trainer.train_epoch(corpus.split("train"), progress=progress)

@@ -249,13 +249,18 @@ def _context(plan, corpus: Corpus, train_config: TrainConfig) -> CompressionCont
 
 
 def _hooks(plan, base_params: int) -> dict:
-  """``run_training``'s method hooks: penalties, callbacks and the metrics report."""
+  """``run_training``'s method hooks: penalties, callbacks, weight projections and the
+  metrics report."""
 
   def extra_loss(model):
     return tf.add_n([m.extra_loss(model, c) for m, c in with_hook(plan, "extra_loss")])
 
   def callbacks(model):
     return [cb for m, c in with_hook(plan, "callbacks") for cb in m.callbacks(model, c)]
+
+  def projections(model):
+    return [p for m, c in with_hook(plan, "weight_projections")
+            for p in m.weight_projections(model, c)]
 
   def report(model):
     out = {"base_params": base_params, "compression_of_params":
@@ -265,6 +270,7 @@ def _hooks(plan, base_params: int) -> dict:
 
   return {"extra_loss_fn": extra_loss if with_hook(plan, "extra_loss") else None,
           "callbacks_fn": callbacks if with_hook(plan, "callbacks") else None,
+          "projections_fn": projections if with_hook(plan, "weight_projections") else None,
           "report_fn": report}
 
 

@@ -300,6 +300,14 @@ def finetune_uncompressed(base_model_path: str, corpus: Corpus, train_config, ou
                       distillation=distillation)
 
 
+def sub8bit_algorithm(spec: str) -> str:
+  """How a variant's int4 / mixed / auto exports choose scales: the algorithm a
+  method of its chain trained for (``int4_qat``: ``min_max``), else the default."""
+  wanted = sorted({m.EXPORT_ALGORITHM for m in (methods.parse_spec(spec) if spec else [])
+                   if getattr(m, "EXPORT_ALGORITHM", None)})
+  return wanted[0] if wanted else sub8bit.DEFAULT_ALGORITHM
+
+
 def default_variants(preset_name: str) -> tuple[Variant, ...]:
   """One setting of every method family that is built, sized for the preset."""
   hidden = {"tiny": 32, "small": 200, "medium": 650, "large": 1500}.get(preset_name, 200)
@@ -605,9 +613,9 @@ class Pipeline:
       settings = {"bits": self.config.bits}
     elif mode == "auto":
       settings = {"max_ppl_increase": self.config.max_ppl_increase}
-    config.update(settings)  # Only sub-8-bit stages carry them: other stage hashes stay.
     if mode in SUB8BIT_MODES:  # Exports made with another default are redone.
-      config["algorithm"] = sub8bit.DEFAULT_ALGORITHM
+      settings["algorithm"] = sub8bit_algorithm(variant.method)
+    config.update(settings)  # Only sub-8-bit stages carry them: other stage hashes stay.
 
     def fn(folder):
       model = load_model(model_result["model"])

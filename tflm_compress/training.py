@@ -98,6 +98,10 @@ class Trainer:
       ``on_epoch_end`` (e.g. TFMOT's ``UpdatePruningStep``).
     teacher_fn: optional; builds the (frozen) teacher for ``distillation``.
     distillation: how to mix the teacher's soft targets into the loss.
+    projections_fn: optional ``model -> [projection]``, called in the strategy
+      scope; each projection's ``project()`` runs before every training step
+      and evaluation and ``restore()`` after it, in cross-replica context
+      (straight-through training on rounded weights, e.g. ``int4_qat``).
   """
 
   def __init__(self, model_fn: Callable[[], keras.Model], train: TrainConfig,
@@ -105,7 +109,8 @@ class Trainer:
                extra_loss_fn: Callable[[keras.Model], tf.Tensor] | None = None,
                callbacks_fn: Callable[[keras.Model], list] | None = None,
                teacher_fn: Callable[[], keras.Model] | None = None,
-               distillation: Distillation | None = None):
+               distillation: Distillation | None = None,
+               projections_fn: Callable[[keras.Model], list] | None = None):
     self.train_config = train
     self.strategy = strategy or tf.distribute.get_strategy()
     self.num_replicas = self.strategy.num_replicas_in_sync
@@ -122,6 +127,8 @@ class Trainer:
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                             epoch=self.epoch)
+      # Not in the checkpoint: a projection's state lives within one step.
+      self.projections = list(projections_fn(self.model)) if projections_fn else []
     self.callbacks = list(callbacks_fn(self.model)) if callbacks_fn else []
     for callback in self.callbacks:
       callback.set_model(self.model)
@@ -163,7 +170,11 @@ class Trainer:
 
     @tf.function
     def step(tokens, targets, states):
+      for projection in self.projections:
+        projection.project()
       nll, states = strategy.run(self._replica_train_step, args=(tokens, targets, states))
+      for projection in self.projections:
+        projection.restore()
       return strategy.reduce(tf.distribute.ReduceOp.SUM, nll, axis=None), states
 
     return step
@@ -212,10 +223,17 @@ class Trainer:
 
   def evaluate(self, ids: np.ndarray, batch_size: int | None = None,
                num_steps: int | None = None) -> dict:
-    return evaluate_perplexity(self.model, ids,
-                               batch_size or self.train_config.eval_batch_size,
-                               num_steps or self.train_config.eval_num_steps,
-                               strategy=self.strategy)
+    """Perplexity on ``ids``, of the projected weights when there are projections."""
+    for projection in self.projections:
+      projection.project()
+    try:
+      return evaluate_perplexity(self.model, ids,
+                                 batch_size or self.train_config.eval_batch_size,
+                                 num_steps or self.train_config.eval_num_steps,
+                                 strategy=self.strategy)
+    finally:
+      for projection in self.projections:
+        projection.restore()
 
 
 def _check_run_dir(output_dir: str, config_text: str) -> None:
@@ -271,7 +289,8 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
                  finalize_fn: Callable[[keras.Model], keras.Model] | None = None,
                  report_fn: Callable[[keras.Model], dict] | None = None,
                  teacher_fn: Callable[[], keras.Model] | None = None,
-                 distillation: Distillation | None = None) -> dict:
+                 distillation: Distillation | None = None,
+                 projections_fn: Callable[[keras.Model], list] | None = None) -> dict:
   """Trains (or resumes) the model ``model_fn`` builds and writes a run dir.
 
   The shared loop of training from scratch and of fine-tuning a compressed
@@ -281,7 +300,8 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
     run_config: what made this run (written to ``config.json`` with the
       training config and the corpus description; a rerun with a different
       one into the same dir is refused).
-    extra_loss_fn, callbacks_fn, teacher_fn, distillation: see :class:`Trainer`.
+    extra_loss_fn, callbacks_fn, teacher_fn, distillation, projections_fn: see
+      :class:`Trainer`.
     finalize_fn: applied to the trained model before it is evaluated and
       saved (e.g. stripping pruning wrappers).
     report_fn: ``model -> dict`` of method-specific facts for ``metrics.json``
@@ -300,7 +320,8 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
   # Batch/replica checks happen in Trainer before anything is written.
   keras.utils.set_random_seed(train_config.seed)
   trainer = Trainer(model_fn, train_config, strategy, extra_loss_fn=extra_loss_fn,
-                    callbacks_fn=callbacks_fn, teacher_fn=teacher_fn, distillation=distillation)
+                    callbacks_fn=callbacks_fn, teacher_fn=teacher_fn, distillation=distillation,
+                    projections_fn=projections_fn)
   io_utils.makedirs(write_dir)
   if chief:
     io_utils.atomic_write_text(os.path.join(output_dir, CONFIG_FILE), config_text + "\n")
@@ -345,6 +366,7 @@ def run_training(model_fn: Callable[[], keras.Model], corpus: Corpus, train_conf
   if finalize_fn is not None:
     with strategy.scope():
       trainer.model = finalize_fn(trainer.model)
+    trainer.projections = []  # The final model (stripped: rounded for good) is evaluated as is.
     params = count_params(trainer.model)
   test_stats = trainer.evaluate(corpus.split("test"))
   valid_stats = trainer.evaluate(valid_ids)

@@ -7,14 +7,14 @@
 import types
 
 from tflm_compress.errors import UserError
-from tflm_compress.methods import (clustering, group_reduce, iss, low_rank, pruning,
+from tflm_compress.methods import (clustering, group_reduce, int4_qat, iss, low_rank, pruning,
                                    quantization, slim_embedding, tensor_train)
 from tflm_compress.methods.base import CompressionContext
 
 # The methods by name, in report order. Adding a method: its module here, one entry.
 REGISTRY: dict[str, types.ModuleType] = {m.NAME: m for m in (
     pruning, quantization, clustering, low_rank, tensor_train, group_reduce, slim_embedding,
-    iss)}
+    iss, int4_qat)}
 
 
 def get(name: str) -> types.ModuleType:

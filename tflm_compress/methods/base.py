@@ -12,6 +12,9 @@ A method is a module in ``tflm_compress/methods/`` with:
   ``config`` against the model's dims first (one clear error each).
 * optional ``extra_loss(model, config) -> scalar`` (a regularizer added during
   fine-tuning), ``callbacks(model, config) -> [keras callbacks]``,
+  ``weight_projections(model, config) -> [projection]`` (weights swapped for
+  rounded values around each training step and evaluation, then restored:
+  ``project()`` / ``restore()``, see ``training.Trainer``),
   ``strip(model, config) -> keras.Model`` (after fine-tuning, before export), ``report(model) -> dict``.
 
 Methods compose: each replaces only the layers it targets and leaves the

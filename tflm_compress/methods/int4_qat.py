@@ -1,0 +1,233 @@
+"""Int4 quantization-aware fine-tuning on the grid the ``int4`` export uses.
+
+TFMOT's QAT (:mod:`tflm_compress.methods.quantization`) trains for the
+converter's 8-bit per-tensor scales. The ``int4`` / ``mixed`` exports
+(:mod:`tflm_compress.export.sub8bit`, ai-edge-quantizer) store a weight at 4
+bits with one symmetric scale per output channel, ``max|w| / 7`` (``min_max``)
+over the row of the FULLY_CONNECTED weight or of the EMBEDDING_LOOKUP table.
+This method fine-tunes with exactly that rounding in the forward pass and
+straight-through gradients:
+
+* before each training step every targeted weight ``w`` is replaced by its
+  grid value ``q(w)`` (the float "shadow" ``w`` is kept as the residual
+  ``w - q(w)``); the step computes the loss and the gradients at ``q(w)``
+  and the optimizer applies its update; the residual is then added back, so
+  the shadow weight moves by the update computed on the rounded model
+  (BinaryConnect's scheme; exact for any optimizer whose update does not
+  read the weight's value);
+* the per-epoch validation runs on the rounded weights too, so the training
+  log reports the model the export computes;
+* ``strip`` rounds the weights for good: the saved model *is* on the grid,
+  and an ``int4 --algorithm=min_max`` export of it stores those values
+  (tested: a weight-only int4 export of a stripped model computes its float
+  export's logits).
+
+Channels follow the step graph's lowering (``_channel_groups``): a matmul
+weight ``[in, out]`` has a scale per output column (the converter transposes
+it to FULLY_CONNECTED's ``[out, in]``); a lookup table ``[V, D]`` one per row;
+a dense LSTM's ``kernel`` and ``recurrent_kernel`` share a scale per gate
+unit, because its step is one FULLY_CONNECTED over ``[x, h]`` with the two
+stacked (the converter also folds the sigmoid gates' 1/2 into those rows: a
+per-row factor, which moves the scale with the row and keeps the grid).
+
+Targets: the embedding, the LSTMs and the softmax, dense or low-rank (every
+2-D weight of those layers); other compressed layers (TT cores, slim pools,
+GroupReduce blocks, pruning or clustering wrappers) are refused with their
+name, since their weights do not map one-to-one onto the exported tensors.
+Export the result with ``--quantize=int4 --algorithm=min_max``: the default
+Hadamard rotation re-quantizes a rotated weight, off this grid.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tflm_compress.errors import UserError
+from tflm_compress.layers.low_rank import LowRankDense, LowRankEmbedding, LowRankLSTM
+from tflm_compress.layers.lstm import LSTM
+from tflm_compress.layers.tied_embedding import TiedEmbedding
+from tflm_compress.methods.base import CompressionContext, layer_kind
+
+NAME = "int4_qat"
+# The public config class, ``tflm_compress.Int4QAT``: ``Config`` with its fields' flag
+# prefixes dropped (see :mod:`tflm_compress.api`).
+API_NAME = "Int4QAT"
+FLAG_PREFIXES = ("int4_qat_",)
+# The sub-8-bit exports of a model trained here choose scales by max|w| (the pipeline reads
+# this): the grid it trained on.
+EXPORT_ALGORITHM = "min_max"
+KINDS = ("embedding", "lstm", "softmax")
+BITS = (2, 4, 8)  # ai-edge-quantizer's integer widths.
+
+FLAG_HELP = {
+    "int4_qat_targets": "Int4 QAT: comma-separated groups fine-tuned on the int4 grid: "
+                        "embedding, lstm, softmax.",
+    "int4_qat_bits": "Int4 QAT: bits of the grid (4; 2 or 8 for a mixed export's groups).",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Which weights train on the export's grid, and at how many bits.
+
+  Attributes:
+    int4_qat_targets: ``"embedding,lstm,softmax"`` or a subset (a ``mixed``
+      export keeping a group at 8 bits leaves it out).
+    int4_qat_bits: the grid's width: symmetric, ``2**(bits-1) - 1`` levels
+      each side of zero.
+  """
+
+  int4_qat_targets: str = ",".join(KINDS)
+  int4_qat_bits: int = 4
+
+  def __post_init__(self):
+    self.targets()
+    if self.int4_qat_bits not in BITS:
+      raise UserError(f"--int4_qat_bits={self.int4_qat_bits}; use one of {BITS}")
+
+  def targets(self) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in self.int4_qat_targets.split(",") if t.strip())
+    if not names or any(n not in KINDS for n in names) or len(set(names)) != len(names):
+      raise UserError(f"--int4_qat_targets={self.int4_qat_targets!r}; use a comma-separated "
+                      f"subset of {', '.join(KINDS)}")
+    return names
+
+
+def grid_values(weights: list[np.ndarray] | list[tf.Tensor], axis: int, bits: int):
+  """The weights rounded to a symmetric grid sharing one scale per channel.
+
+  ``axis`` is the axis reduced for a channel's ``max|w|`` (0: a scale per
+  column, 1: per row); the weights are stacked along it (a dense LSTM's
+  kernel and recurrent kernel). Works on tensors and on NumPy arrays.
+  """
+  levels = 2 ** (bits - 1) - 1
+  bound = None
+  for w in weights:
+    m = tf.reduce_max(tf.abs(w), axis=axis, keepdims=True)
+    bound = m if bound is None else tf.maximum(bound, m)
+  scale = tf.maximum(bound, 1e-9) / levels  # ai-edge-quantizer's floor for a zero channel.
+  return [tf.round(w / scale) * scale for w in weights]
+
+
+def _channel_groups(layer: keras.layers.Layer) -> list[tuple[list[tf.Variable], int]]:
+  """``[(variables sharing channel scales, reduced axis)]`` of one targeted layer."""
+  if type(layer) is LSTM:  # One FULLY_CONNECTED over [x, h] per step (LSTM.fused_step).
+    return [([layer.kernel, layer.recurrent_kernel], 0)]
+  if type(layer) in (LowRankLSTM, keras.layers.Dense, LowRankDense):  # A matmul per weight.
+    return [([v], 0) for v in layer.trainable_weights if len(v.shape) == 2]
+  if type(layer) in (keras.layers.Embedding, TiedEmbedding):
+    return [([layer.embeddings], 1)]
+  if type(layer) is LowRankEmbedding:
+    return [([layer.embeddings], 1), ([layer.projection], 0)]
+  raise UserError(f"int4_qat: layer {layer.name!r} is a {type(layer).__name__}, whose "
+                  "weights do not map one-to-one onto the exported int4 tensors; int4_qat "
+                  "takes dense or low-rank embedding, LSTM and softmax layers")
+
+
+def channel_groups(model: keras.Model, config: Config
+                   ) -> list[tuple[list[tf.Variable], int]]:
+  """The targeted weight groups of ``model`` (a tied table once, in embedding order)."""
+  targets = config.targets()
+  groups, seen = [], set()
+  for layer in model.layers:
+    if layer_kind(layer) not in targets:
+      continue
+    for variables, axis in _channel_groups(layer):
+      key = tuple(id(v) for v in variables)
+      if key not in seen:
+        seen.add(key)
+        groups.append((variables, axis))
+  if not groups:
+    raise UserError(f"int4_qat found no {' or '.join(targets)} layer in model "
+                    f"{model.name!r}")
+  return groups
+
+
+class GridProjection:
+  """Swaps the targeted weights for their grid values around a step, and back.
+
+  Create it in the model's strategy scope (its residuals mirror the weights);
+  call :meth:`project` and :meth:`restore` in cross-replica context, around
+  ``strategy.run`` of a training step (inside or outside ``tf.function``).
+  """
+
+  def __init__(self, model: keras.Model, config: Config):
+    self.bits = config.int4_qat_bits
+    self.groups = channel_groups(model, config)
+    self.residuals = [[tf.Variable(tf.zeros_like(v), trainable=False,
+                                   name=f"int4_qat_residual_{i}_{j}")
+                       for j, v in enumerate(variables)]
+                      for i, (variables, _) in enumerate(self.groups)]
+
+  def project(self) -> None:
+    """Weights -> their grid values; the residuals keep what was taken off."""
+    for (variables, axis), residuals in zip(self.groups, self.residuals):
+      for v, r, q in zip(variables, residuals, grid_values(variables, axis, self.bits)):
+        r.assign(v - q)
+        v.assign(q)
+
+  def restore(self) -> None:
+    """Adds the residuals back (after the optimizer's update)."""
+    for (variables, _), residuals in zip(self.groups, self.residuals):
+      for v, r in zip(variables, residuals):
+        v.assign_add(r)
+
+  def snap(self) -> None:
+    """Rounds the weights for good."""
+    for variables, axis in self.groups:
+      for v, q in zip(variables, grid_values(variables, axis, self.bits)):
+        v.assign(q)
+
+
+class GridProjectionCallback(keras.callbacks.Callback):
+  """The same straight-through scheme for ``model.fit``: round the weights before
+  each batch (and before evaluation), restore the shadow weights after it."""
+
+  def __init__(self, projection: GridProjection):
+    super().__init__()
+    self.projection = projection
+
+  def on_train_batch_begin(self, batch, logs=None):
+    self.projection.project()
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.projection.restore()
+
+  def on_test_begin(self, logs=None):
+    self.projection.project()
+
+  def on_test_end(self, logs=None):
+    self.projection.restore()
+
+
+def compress(model: keras.Model, config: Config,
+             context: CompressionContext | None = None) -> keras.Model:
+  """``model`` itself: the rounding happens around each fine-tuning step
+  (:func:`weight_projections`). Checks that every target maps onto the export."""
+  del context
+  channel_groups(model, config)
+  return model
+
+
+def weight_projections(model: keras.Model, config: Config) -> list[GridProjection]:
+  return [GridProjection(model, config)]
+
+
+def strip(model: keras.Model, config: Config | None = None) -> keras.Model:
+  GridProjection(model, config or Config()).snap()
+  return model
+
+
+def off_grid_fraction(model: keras.Model, config: Config | None = None) -> float:
+  """Fraction of targeted weights not on the grid (0 after :func:`strip`)."""
+  config = config or Config()
+  off = total = 0
+  for variables, axis in channel_groups(model, config):
+    for v, q in zip(variables, grid_values(variables, axis, config.int4_qat_bits)):
+      w = v.numpy()
+      off += int(np.sum(np.abs(w - q.numpy()) > 1e-6 * max(float(np.abs(w).max()), 1e-30)))
+      total += w.size
+  return off / max(total, 1)
+
