@@ -219,7 +219,9 @@ def test_a_from_scratch_variant_trains_the_compressed_architecture_by_the_baseli
                                    "params": {"rank": 4}, "from_scratch": True}]))
   out_dir = tmp_path / "out"
   # Fanned out alone, it does not wait for the baseline (it does not start from it).
-  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none", "--only=lr4_scratch")
+  # --dropout: the recipe's dropout, the baseline's and the from-scratch variant's alike.
+  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none", "--only=lr4_scratch",
+                   "--dropout=0.2")
   out, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
   assert "lr4_scratch: train from scratch: done" in out
@@ -227,7 +229,7 @@ def test_a_from_scratch_variant_trains_the_compressed_architecture_by_the_baseli
   assert (f"report: not written: the baseline has not finished in {out_dir} "
           "(merge with --report_only once it has)") in out
   assert not (out_dir / "results.json").exists()
-  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none")
+  proc = _pipeline(out_dir, f"--variants={variants}", "--quantize=none", "--dropout=0.2")
   out, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
   assert "lr4_scratch: train from scratch: up to date, skipped" in out
@@ -244,6 +246,7 @@ def test_a_from_scratch_variant_trains_the_compressed_architecture_by_the_baseli
   assert mine["from_scratch"] is True and mine["method"] == "low_rank"
   assert mine["train"] == base["train"]  # The baseline's epochs, lr schedule, seed.
   assert mine["model"] == base["model"]  # Built from the preset, not from the trained model.
+  assert base["model"]["dropout"] == 0.2
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -398,7 +401,7 @@ def test_bad_sub8bit_flags_fail_before_any_work(tmp_path, flags, message):
 
 def test_sub8bit_modes_export_every_variant(tmp_path):
   variants = tmp_path / "variants.json"
-  variants.write_text(json.dumps([]))
+  variants.write_text(json.dumps([{"name": "q4", "method": "int4_qat"}]))
   out_dir = tmp_path / "out"
   proc = _pipeline(out_dir, f"--variants={variants}", "--finetune_epochs=0",
                    "--quantize=none,int4,mixed", "--bits=embedding:8,lstm:8,softmax:4")
@@ -415,6 +418,9 @@ def test_sub8bit_modes_export_every_variant(tmp_path):
     meta = json.load(open(os.path.join(os.path.dirname(row["tflite"]), "model_meta.json")))
     assert meta["quantization"] == row["quantization"]
     assert meta["quantization"].startswith(row["quantize"] + " (ai-edge-quantizer")
+  # The default scales rotate (Hadamard); an int4_qat chain's are min_max, its training grid.
+  assert "dynamic_wi4c_hr_afp32" in int4["quantization"]
+  assert "dynamic_wi4c_afp32" in rows["q4+int4"]["quantization"]
 
 
 def test_only_keeps_the_baseline_and_the_controls_a_variant_needs(tmp_path):
