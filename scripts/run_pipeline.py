@@ -44,6 +44,9 @@ flags.DEFINE_list("quantize", ["none", "dynamic", "int8"],
                   "through ai-edge-quantizer).")
 flags.DEFINE_string("bits", "", "--quantize=mixed: bits per weight group, e.g. "
                     f"{sub8bit.BITS_EXAMPLE} (see convert.py --bits).")
+flags.DEFINE_enum("block_size", "0", [str(b) for b in sub8bit.BLOCK_SIZES],
+                  "int4/mixed/auto: 0 = a scale per output channel; else a float16 scale per "
+                  "block of this many inputs where it divides the width (see convert.py).")
 flags.DEFINE_string("max_ppl_increase", "1%", "--quantize=auto: allowed validation perplexity "
                     "increase over each variant's float32 .tflite.")
 flags.DEFINE_integer("epochs", None, "Override the baseline's epochs.", lower_bound=0)
@@ -167,7 +170,8 @@ def main(argv):
       benchmark_threads=FLAGS.threads, benchmark_runs=FLAGS.runs,
       benchmark_secs=FLAGS.benchmark_secs,
       distillation=Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature),
-      bits=FLAGS.bits, max_ppl_increase=FLAGS.max_ppl_increase)
+      bits=FLAGS.bits, max_ppl_increase=FLAGS.max_ppl_increase,
+      block_size=int(FLAGS.block_size))
   generated = GeneratedCorpusConfig()
   if FLAGS.generated_tokens:
     tenth = max(FLAGS.generated_tokens // 10, 2)

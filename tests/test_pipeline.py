@@ -385,6 +385,9 @@ def test_finetune_dropout_of_the_variant_wins_and_is_hashed_only_when_set():
     (["--quantize=none,mixed"], r"--quantize=mixed needs --bits, e\.g\. --bits=embedding:8"),
     (["--quantize=none", "--bits=lstm:4"], r"--bits=lstm:4 is for --quantize=mixed"),
     (["--quantize=none,int3"], r"--quantize=none,int3; use some of \('none', .*'int4'"),
+    (["--quantize=none,dynamic", "--block_size=32"],
+     r"--block_size=32 is for the sub-8-bit modes \('int4', 'mixed', 'auto'\), which "
+     r"--quantize=none,dynamic does not list"),
 ])
 def test_bad_sub8bit_flags_fail_before_any_work(tmp_path, flags, message):
   proc = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "scripts", "run_pipeline.py"),
@@ -404,7 +407,8 @@ def test_sub8bit_modes_export_every_variant(tmp_path):
   variants.write_text(json.dumps([{"name": "q4", "method": "int4_qat"}]))
   out_dir = tmp_path / "out"
   proc = _pipeline(out_dir, f"--variants={variants}", "--finetune_epochs=0",
-                   "--quantize=none,int4,mixed", "--bits=embedding:8,lstm:8,softmax:4")
+                   "--quantize=none,int4,mixed", "--bits=embedding:8,lstm:8,softmax:4",
+                   "--block_size=32")
   _, err = proc.communicate(timeout=600)
   assert proc.returncode == 0, err[-3000:]
   rows = {r["name"]: r for r in json.load(open(out_dir / "results.json"))["rows"]}
@@ -419,8 +423,9 @@ def test_sub8bit_modes_export_every_variant(tmp_path):
     assert meta["quantization"] == row["quantization"]
     assert meta["quantization"].startswith(row["quantize"] + " (ai-edge-quantizer")
   # The default scales rotate (Hadamard); an int4_qat chain's are min_max, its training grid.
-  assert "dynamic_wi4c_hr_afp32" in int4["quantization"]
-  assert "dynamic_wi4c_afp32" in rows["q4+int4"]["quantization"]
+  # --block_size=32 divides every width of the tiny model (32-wide rows, 32 + 32 LSTM inputs).
+  assert "(ai-edge-quantizer dynamic_wi4b32_hr_afp32: " in int4["quantization"]
+  assert "(ai-edge-quantizer dynamic_wi4b32_afp32: " in rows["q4+int4"]["quantization"]
 
 
 def test_only_keeps_the_baseline_and_the_controls_a_variant_needs(tmp_path):

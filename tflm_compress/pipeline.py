@@ -134,6 +134,9 @@ class PipelineConfig:
     bits: ``mixed``'s bits per weight group (``sub8bit.parse_bits``).
     max_ppl_increase: ``auto``'s allowed validation perplexity increase over
       the float32 ``.tflite`` of the same variant.
+    block_size: the int4/mixed/auto exports' scales: 0, one per output channel;
+      else one per block of that many inputs where it divides the width
+      (``sub8bit.plan_granularity``).
     finetune_epochs, finetune_learning_rate: the fine-tuning recipe (the
       learning rate defaults to the base one / 4).
     finetune_dropout: dropout while fine-tuning variants that set none (None:
@@ -165,6 +168,7 @@ class PipelineConfig:
   distillation: Distillation = Distillation()
   bits: str = ""
   max_ppl_increase: str = "1%"
+  block_size: int = 0
 
   def __post_init__(self):
     bad = [q for q in self.quantize if q not in EXPORT_MODES]
@@ -179,6 +183,12 @@ class PipelineConfig:
       sub8bit.parse_bits(self.bits)
     if "auto" in self.quantize:
       sub8bit.parse_ppl_increase(self.max_ppl_increase)
+    if self.block_size not in sub8bit.BLOCK_SIZES:
+      raise UserError(f"--block_size={self.block_size}; use one of {sub8bit.BLOCK_SIZES} "
+                      "(0 = per channel)")
+    if self.block_size and not set(self.quantize) & set(SUB8BIT_MODES):
+      raise UserError(f"--block_size={self.block_size} is for the sub-8-bit modes "
+                      f"{SUB8BIT_MODES}, which --quantize={','.join(self.quantize)} does not list")
     names = [BASELINE] + [v.name for v in self.variants]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -615,6 +625,8 @@ class Pipeline:
       settings = {"max_ppl_increase": self.config.max_ppl_increase}
     if mode in SUB8BIT_MODES:  # Exports made with another default are redone.
       settings["algorithm"] = sub8bit_algorithm(variant.method)
+      if self.config.block_size:  # Absent at 0: earlier per-channel stages keep their hash.
+        settings["block_size"] = self.config.block_size
     config.update(settings)  # Only sub-8-bit stages carry them: other stage hashes stay.
 
     def fn(folder):

@@ -60,8 +60,11 @@ FLAG_PREFIXES = ("int4_qat_",)
 EXPORT_ALGORITHM = "min_max"
 KINDS = ("embedding", "lstm", "softmax")
 BITS = (2, 4, 8)  # ai-edge-quantizer's integer widths.
+BLOCK_SIZES = (0, 32, 64, 128, 256)  # The exports' (export.sub8bit.BLOCK_SIZES).
 
 FLAG_HELP = {
+    "int4_qat_block_size": "Int4 QAT: a scale per block of this many inputs, as "
+                           "--block_size exports (0 = per channel).",
     "int4_qat_targets": "Int4 QAT: comma-separated groups fine-tuned on the int4 grid: "
                         "embedding, lstm, softmax.",
     "int4_qat_bits": "Int4 QAT: bits of the grid (4; 2 or 8 for a mixed export's groups).",
@@ -77,15 +80,22 @@ class Config:
       export keeping a group at 8 bits leaves it out).
     int4_qat_bits: the grid's width: symmetric, ``2**(bits-1) - 1`` levels
       each side of zero.
+    int4_qat_block_size: 0 for a scale per output channel (the exports'
+      default); else the export's ``--block_size``: a scale per block of that
+      many inputs, where it divides the width.
   """
 
   int4_qat_targets: str = ",".join(KINDS)
   int4_qat_bits: int = 4
+  int4_qat_block_size: int = 0
 
   def __post_init__(self):
     self.targets()
     if self.int4_qat_bits not in BITS:
       raise UserError(f"--int4_qat_bits={self.int4_qat_bits}; use one of {BITS}")
+    if self.int4_qat_block_size not in BLOCK_SIZES:
+      raise UserError(f"--int4_qat_block_size={self.int4_qat_block_size}; use one of "
+                      f"{BLOCK_SIZES} (0 = per channel), as the export's --block_size")
 
   def targets(self) -> tuple[str, ...]:
     names = tuple(t.strip() for t in self.int4_qat_targets.split(",") if t.strip())
@@ -95,20 +105,37 @@ class Config:
     return names
 
 
-def grid_values(weights: list[np.ndarray] | list[tf.Tensor], axis: int, bits: int):
-  """The weights rounded to a symmetric grid sharing one scale per channel.
+def grid_values(weights: list, axis: int, bits: int, block_size: int = 0) -> list[tf.Tensor]:
+  """The weights rounded to a symmetric grid: one scale per channel, or per block.
 
-  ``axis`` is the axis reduced for a channel's ``max|w|`` (0: a scale per
-  column, 1: per row); the weights are stacked along it (a dense LSTM's
-  kernel and recurrent kernel). Works on tensors and on NumPy arrays.
+  ``axis`` is the input axis, the one a channel's ``max|w|`` runs over (0: a
+  matmul weight ``[in, out]``, a scale per output column; 1: a table
+  ``[V, D]``, per row); the weights are stacked along it (a dense LSTM's
+  kernel and recurrent kernel: one FULLY_CONNECTED over ``[x, h]``). With
+  ``block_size`` dividing the stacked width, each run of ``block_size``
+  inputs of a channel has its own scale, rounded to bfloat16 as
+  ai-edge-quantizer rounds block scales; otherwise one scale per channel (as
+  the export falls back). Works on tensors and on NumPy arrays.
   """
   levels = 2 ** (bits - 1) - 1
-  bound = None
-  for w in weights:
-    m = tf.reduce_max(tf.abs(w), axis=axis, keepdims=True)
-    bound = m if bound is None else tf.maximum(bound, m)
+  w = tf.concat([tf.convert_to_tensor(x, tf.float32) for x in weights], axis=axis)
+  width = int(w.shape[axis])
+  blocked = bool(block_size) and width % block_size == 0
+  if blocked:  # [.., width, ..] -> [.., width / B, B, ..]: each block's max over B.
+    shape = w.shape.as_list()
+    shape[axis:axis + 1] = [width // block_size, block_size]
+    w = tf.reshape(w, shape)
+    axis += 1
+  bound = tf.reduce_max(tf.abs(w), axis=axis, keepdims=True)
   scale = tf.maximum(bound, 1e-9) / levels  # ai-edge-quantizer's floor for a zero channel.
-  return [tf.round(w / scale) * scale for w in weights]
+  if blocked:
+    scale = tf.cast(tf.cast(scale, tf.bfloat16), tf.float32)
+  q = tf.clip_by_value(tf.round(w / scale), -levels - 1, levels) * scale
+  if blocked:
+    axis -= 1
+    shape[axis:axis + 2] = [width]
+    q = tf.reshape(q, shape)
+  return tf.split(q, [int(np.shape(x)[axis]) for x in weights], axis=axis)
 
 
 def _channel_groups(layer: keras.layers.Layer) -> list[tuple[list[tf.Variable], int]]:
@@ -154,7 +181,7 @@ class GridProjection:
   """
 
   def __init__(self, model: keras.Model, config: Config):
-    self.bits = config.int4_qat_bits
+    self.bits, self.block_size = config.int4_qat_bits, config.int4_qat_block_size
     self.groups = channel_groups(model, config)
     self.residuals = [[tf.Variable(tf.zeros_like(v), trainable=False,
                                    name=f"int4_qat_residual_{i}_{j}")
@@ -164,7 +191,8 @@ class GridProjection:
   def project(self) -> None:
     """Weights -> their grid values; the residuals keep what was taken off."""
     for (variables, axis), residuals in zip(self.groups, self.residuals):
-      for v, r, q in zip(variables, residuals, grid_values(variables, axis, self.bits)):
+      values = grid_values(variables, axis, self.bits, self.block_size)
+      for v, r, q in zip(variables, residuals, values):
         r.assign(v - q)
         v.assign(q)
 
@@ -177,7 +205,7 @@ class GridProjection:
   def snap(self) -> None:
     """Rounds the weights for good."""
     for variables, axis in self.groups:
-      for v, q in zip(variables, grid_values(variables, axis, self.bits)):
+      for v, q in zip(variables, grid_values(variables, axis, self.bits, self.block_size)):
         v.assign(q)
 
 
@@ -225,7 +253,8 @@ def off_grid_fraction(model: keras.Model, config: Config | None = None) -> float
   config = config or Config()
   off = total = 0
   for variables, axis in channel_groups(model, config):
-    for v, q in zip(variables, grid_values(variables, axis, config.int4_qat_bits)):
+    for v, q in zip(variables, grid_values(variables, axis, config.int4_qat_bits,
+                                           config.int4_qat_block_size)):
       w = v.numpy()
       off += int(np.sum(np.abs(w - q.numpy()) > 1e-6 * max(float(np.abs(w).max()), 1e-30)))
       total += w.size
