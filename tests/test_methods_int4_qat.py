@@ -12,7 +12,7 @@ from tflm_compress.export import sub8bit
 from tflm_compress.methods import int4_qat, low_rank, tensor_train
 from tflm_compress.models import ModelConfig, build_language_model
 from tflm_compress.models.config import TrainConfig
-from tflm_compress.training import Trainer
+from tflm_compress.training import ProjectionCallback, Trainer
 
 CONFIG = ModelConfig(vocab_size=60, embedding_size=16, hidden_sizes=(16, 16))
 
@@ -189,7 +189,7 @@ def test_api_finetune_then_strip_lands_on_the_grid(small_corpus):
 def test_model_fit_callback_restores_the_shadow_weights():
   model = _model()
   projection = int4_qat.GridProjection(model, int4_qat.Config())
-  callback = int4_qat.GridProjectionCallback(projection)
+  callback = ProjectionCallback(projection)
   shadow = [v.numpy() for v in model.trainable_variables]
   callback.on_train_batch_begin(0)
   assert int4_qat.off_grid_fraction(model) == 0.0

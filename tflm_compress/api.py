@@ -45,7 +45,8 @@ from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models import adapt
 from tflm_compress.models.config import ModelConfig, TrainConfig, get_preset
 from tflm_compress.models.loading import load_model as load_model_file
-from tflm_compress.training import Distillation, Trainer, train_language_model
+from tflm_compress.training import (Distillation, ProjectionCallback, Trainer,
+                                    train_language_model)
 
 MODEL_FILE = "model.tflite"
 
@@ -271,14 +272,10 @@ def training_callbacks(model: keras.Model) -> list:
   export's grid around each batch and evaluation. The ISS penalty is already
   in ``model.losses`` (see :func:`compress`).
   """
-  from tflm_compress.methods import int4_qat  # pylint: disable=g-import-not-at-top
-
   plan = _plan_of(model)
   return ([cb for m, c in compression.with_hook(plan, "callbacks")
            for cb in m.callbacks(model, c)] +
-          [int4_qat.GridProjectionCallback(p)
-           for m, c in compression.with_hook(plan, "weight_projections")
-           for p in m.weight_projections(model, c)])
+          [ProjectionCallback(p) for p in compression.weight_projections(plan, model)])
 
 
 def _in_strategy(model: keras.Model, strategy: tf.distribute.Strategy) -> keras.Model:
@@ -328,8 +325,7 @@ def finetune(model: keras.Model, corpus: Corpus, epochs: int = 1,
                                for cb in h.callbacks(m, c)]),
       teacher_fn=(lambda: _in_strategy(teacher, strategy)) if teacher is not None else None,
       distillation=distillation if teacher is not None else None,
-      projections_fn=lambda m: [p for h, c in compression.with_hook(plan, "weight_projections")
-                                for p in h.weight_projections(m, c)])
+      projections_fn=lambda m: compression.weight_projections(plan, m))
   for epoch in range(epochs):
     trainer.optimizer.learning_rate.assign(recipe.learning_rate_at(epoch))
     trainer.train_epoch(corpus.split("train"), progress=progress)

@@ -248,6 +248,12 @@ def _context(plan, corpus: Corpus, train_config: TrainConfig) -> CompressionCont
                             finetune_steps=train_config.epochs * steps_per_epoch or None)
 
 
+def weight_projections(plan, model: keras.Model) -> list:
+  """The weight projections of ``plan``'s methods on ``model`` (``training.Trainer``)."""
+  return [p for m, c in with_hook(plan, "weight_projections")
+          for p in m.weight_projections(model, c)]
+
+
 def _hooks(plan, base_params: int) -> dict:
   """``run_training``'s method hooks: penalties, callbacks, weight projections and the
   metrics report."""
@@ -258,10 +264,6 @@ def _hooks(plan, base_params: int) -> dict:
   def callbacks(model):
     return [cb for m, c in with_hook(plan, "callbacks") for cb in m.callbacks(model, c)]
 
-  def projections(model):
-    return [p for m, c in with_hook(plan, "weight_projections")
-            for p in m.weight_projections(model, c)]
-
   def report(model):
     out = {"base_params": base_params, "compression_of_params":
            base_params / max(count_params(model), 1)}
@@ -270,7 +272,8 @@ def _hooks(plan, base_params: int) -> dict:
 
   return {"extra_loss_fn": extra_loss if with_hook(plan, "extra_loss") else None,
           "callbacks_fn": callbacks if with_hook(plan, "callbacks") else None,
-          "projections_fn": projections if with_hook(plan, "weight_projections") else None,
+          "projections_fn": ((lambda model: weight_projections(plan, model))
+                             if with_hook(plan, "weight_projections") else None),
           "report_fn": report}
 
 

@@ -236,6 +236,27 @@ class Trainer:
         projection.restore()
 
 
+class ProjectionCallback(keras.callbacks.Callback):
+  """A weight projection (see :class:`Trainer`) for ``model.fit``: ``project()``
+  before each batch and before evaluation, ``restore()`` after it."""
+
+  def __init__(self, projection):
+    super().__init__()
+    self.projection = projection
+
+  def on_train_batch_begin(self, batch, logs=None):
+    self.projection.project()
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.projection.restore()
+
+  def on_test_begin(self, logs=None):
+    self.projection.project()
+
+  def on_test_end(self, logs=None):
+    self.projection.restore()
+
+
 def _check_run_dir(output_dir: str, config_text: str) -> None:
   path = os.path.join(output_dir, CONFIG_FILE)
   if not tf.io.gfile.exists(path):

@@ -209,27 +209,6 @@ class GridProjection:
         v.assign(q)
 
 
-class GridProjectionCallback(keras.callbacks.Callback):
-  """The same straight-through scheme for ``model.fit``: round the weights before
-  each batch (and before evaluation), restore the shadow weights after it."""
-
-  def __init__(self, projection: GridProjection):
-    super().__init__()
-    self.projection = projection
-
-  def on_train_batch_begin(self, batch, logs=None):
-    self.projection.project()
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.projection.restore()
-
-  def on_test_begin(self, logs=None):
-    self.projection.project()
-
-  def on_test_end(self, logs=None):
-    self.projection.restore()
-
-
 def compress(model: keras.Model, config: Config,
              context: CompressionContext | None = None) -> keras.Model:
   """``model`` itself: the rounding happens around each fine-tuning step
