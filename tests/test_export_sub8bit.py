@@ -482,3 +482,27 @@ def test_equal_zero_points_are_stored_once_and_outputs_are_bit_identical(tiny_mo
   # quantize_groups writes the shared form.
   assert len(sub8bit.quantize_groups(float_bytes, groups, bits, algorithm="min_max")[0]) == len(
       shared)
+
+
+def test_auto_with_blocks_tries_groups_a_block_does_not_fit(tiny_model, small_corpus):
+  # 64 divides the LSTM inputs (64) but not the 32-wide rows; auto's trial plans (every
+  # group at 8 bits, one group at 4) have no blocks, and must not be refused for it.
+  model_bytes, report = sub8bit.export_sub8bit(
+      tiny_model, "auto", block_size=64, algorithm="min_max",
+      validation_ids=small_corpus.split("valid")[:600], max_ppl_increase="5%",
+      log=lambda _: None)
+  bits = report["bits"]
+  assert len(report["auto"]["sensitivity"]) == len(TINY_GROUPS)
+  assert 4 in (bits["lstm_0"], bits["lstm_1"]), bits  # Else the check below shows nothing.
+  rows = {r["group"]: r for r in inspect_tflite.weight_types(inspect_tflite.parse(model_bytes))
+          if r["op"] in WEIGHT_OPS}
+  for group in TINY_GROUPS:
+    assert rows[group]["blockwise"] == (bits[group] == 4 and group.startswith("lstm")), rows
+
+
+def test_auto_with_a_block_that_fits_nothing_is_one_clear_error(tiny_model, small_corpus):
+  with pytest.raises(UserError, match=r"^--block_size=128 fits no weight of this model "
+                     r"\(input widths 32, 64; "):
+    sub8bit.export_sub8bit(tiny_model, "auto", block_size=128,
+                           validation_ids=small_corpus.split("valid")[:600],
+                           log=lambda _: None)

@@ -475,7 +475,8 @@ def lookup_safe_bits(groups: list[WeightGroup], bits: dict[str, int]
 
 
 def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size: int = 0,
-                     compute: str = "dynamic", algorithm: str = DEFAULT_ALGORITHM) -> dict[str, str]:
+                     compute: str = "dynamic", algorithm: str = DEFAULT_ALGORITHM,
+                     require_blocks: bool = True) -> dict[str, str]:
   """Group -> ``CHANNELWISE`` or ``BLOCKWISE_<block_size>`` (``float32`` for 32 bits).
 
   Blocks run along the input of a FULLY_CONNECTED weight (along the row of a
@@ -519,14 +520,19 @@ def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size
           f"{'/'.join(group.ops)} at {bits[group.name]} bits (group {group.name}); "
           f"choose other bits for it")
   lowered = [g for g in groups if bits[g.name] < 32]
-  if block_size and lowered and not any(plan[g.name].startswith("BLOCKWISE") for g in lowered):
-    widths = sorted({g.shape[-1] for g in lowered})
-    raise UserError(
-        f"--block_size={block_size} fits no weight of this model (input widths "
-        f"{', '.join(map(str, widths))}; ai-edge-quantizer {quantizer_version()} blocks "
-        f"{compute} 4- and 2-bit weights whose width it divides); use --block_size=0 "
-        "(per channel)")
+  if (require_blocks and block_size and lowered
+      and not any(plan[g.name].startswith("BLOCKWISE") for g in lowered)):
+    raise _no_block_fits(block_size, lowered, compute)
   return plan
+
+
+def _no_block_fits(block_size: int, groups: list[WeightGroup], compute: str) -> UserError:
+  widths = sorted({g.shape[-1] for g in groups})
+  return UserError(
+      f"--block_size={block_size} fits no weight of this model (input widths "
+      f"{', '.join(map(str, widths))}; ai-edge-quantizer {quantizer_version()} blocks "
+      f"{compute} 4- and 2-bit weights whose width it divides); use --block_size=0 "
+      "(per channel)")
 
 
 def recipe_name(bits: int, granularity: str, compute: str, algorithm: str = DEFAULT_ALGORITHM) -> str:
@@ -613,14 +619,17 @@ def _litert_version() -> str:
 
 def quantize_groups(float_bytes: bytes, groups: list[WeightGroup], bits: dict[str, int],
                     block_size: int = 0, compute: str = "dynamic",
-                    algorithm: str = DEFAULT_ALGORITHM) -> tuple[bytes, dict]:
+                    algorithm: str = DEFAULT_ALGORITHM,
+                    require_blocks: bool = True) -> tuple[bytes, dict]:
   """``float_bytes`` with each group at its bits: ``(model bytes, recipe)``.
+
+  ``require_blocks``: see :func:`plan_granularity`.
 
   The recipe is ``{"per_group": {group: recipe name}, "entries": ai-edge-quantizer's
   recipe}``. The result uses builtin ops only and runs in LiteRT (:func:`check_runs`);
   equal per-channel zero-point vectors are stored once (:mod:`.dedupe`).
   """
-  plan = plan_granularity(groups, bits, block_size, compute, algorithm)
+  plan = plan_granularity(groups, bits, block_size, compute, algorithm, require_blocks)
   by_name = {g.name: g for g in groups}
   per_group = {name: recipe_name(bits[name], plan[name], compute,
                                  group_algorithm(by_name[name], algorithm)) for name in bits}
@@ -716,7 +725,7 @@ def auto_bits(float_bytes: bytes, groups: list[WeightGroup], validation_ids: np.
     key = tuple(sorted(bits.items()))
     if key not in cache:
       model_bytes, _ = quantize_groups(float_bytes, groups, bits, block_size, compute,
-                                       algorithm)
+                                       algorithm, require_blocks=False)
       cache[key] = (TFLiteStepModel(model_bytes).perplexity(validation_ids)["ppl"],
                     len(model_bytes))
     return cache[key]
@@ -815,6 +824,9 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
             "algorithm": algorithm, "block_size": block_size, "embedding_op": embedding_op,
             "float_tflite_bytes": len(float_bytes)}
   if quantize == "auto":
+    quantizable = [g for g in groups if g.quantizable]
+    if block_size and not any(g.shape[-1] % block_size == 0 for g in quantizable):
+      raise _no_block_fits(block_size, quantizable, compute)
     choice = auto_bits(float_bytes, groups, np.asarray(validation_ids), budget, block_size,
                        compute, algorithm, log)
     chosen = choice.pop("bits")
@@ -824,8 +836,9 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
   chosen, raised = lookup_safe_bits(groups, chosen)
   if raised:
     report["raised_to_8_bits"] = raised
+  # auto may keep at 8 bits every group a block fits (blocks are for 4 and 2 bits).
   model_bytes, recipe = quantize_groups(float_bytes, groups, chosen, block_size, compute,
-                                        algorithm)
+                                        algorithm, require_blocks=quantize != "auto")
   recipes = recipe["per_group"]
   uniform = sorted(set(recipes.values()))
   detail = uniform[0] if len(uniform) == 1 else "per group"
