@@ -114,7 +114,8 @@ def compose_search(config, runner, make_runner, corpus, output_dir, sizes, train
   if training:
     chains = tuple(runner.check_variants(list(chains), skip_invalid=True))
   screened = compose.screen(base_path, runner.baseline_hash(), chains, corpus, config.quantize,
-                            FLAGS.compose_slice_tokens, output_dir, log=print)
+                            FLAGS.compose_slice_tokens, output_dir, log=print,
+                            export_settings=runner.export_settings)
   io_utils.atomic_write_json(os.path.join(output_dir, "compose", "screen.json"),
                              compose.screen_table(chains, screened))
   limits = list(sizes) or [b.max_bytes for b in report.budgets(runner.collect_rows())]

@@ -85,6 +85,32 @@ def test_screen_gives_exact_bytes_and_slice_ppl_of_the_uncompressed_chain(tiny_r
                              .run(ids[:20]), logits, atol=1e-4)
 
 
+def test_screen_exports_with_the_pipelines_settings(tiny_run, small_corpus, tmp_path):
+  """Screened int4 bytes are the finalist's: the block size and scale algorithm the
+  pipeline gives the chain's exports (Pipeline.export_settings) apply to the screen too."""
+  base = os.path.join(tiny_run[0], "model.keras")
+  chain = Variant("compose.lrE8", "low_rank", {"embedding_rank": 8, "softmax_rank": 8})
+  settings = {"algorithm": "min_max", "block_size": 32}
+  calls = []
+
+  def export_settings(method, mode):
+    calls.append((method, mode))
+    return settings if mode == "int4" else {}
+
+  got = compose.screen_chain(base, chain, small_corpus, ["dynamic", "int4"], 300,
+                             str(tmp_path / "screen"), export_settings=export_settings)
+  assert calls == [("low_rank", "dynamic"), ("low_rank", "int4")]
+  plan = compression.check_params(chain.method, chain.params)
+  model = compression.strip_methods(compression.apply_methods(
+      tc.load_model(base), plan, CompressionContext(vocab=small_corpus.vocab, seed=0)), plan)
+  blocked = export.export_step_model(model, small_corpus.vocab, str(tmp_path / "b.tflite"),
+                                     "int4", log=lambda _: None, **settings)
+  per_channel = export.export_step_model(model, small_corpus.vocab, str(tmp_path / "c.tflite"),
+                                         "int4", algorithm="min_max", log=lambda _: None)
+  assert got["int4"]["tflite_bytes"] == blocked["tflite_bytes"]
+  assert blocked["tflite_bytes"] != per_channel["tflite_bytes"]  # Else this shows nothing.
+
+
 def test_an_iss_chain_fine_tunes_and_strips(tiny_run, small_corpus, tmp_path):
   metrics = compress_tiny_run(tiny_run, small_corpus, str(tmp_path / "run"), "iss+low_rank",
                               {"iss_keep": 0.5, "embedding_rank": 4, "softmax_rank": 4})

@@ -41,6 +41,8 @@ GRIDS = ("small", "full")
 # model; they are measured on the finalists only).
 SCREEN_MODES = ("none", "dynamic", "float16", "int8", "int4")
 _SIZE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}
+# (method spec, PTQ mode) -> export_step_model keyword arguments (Pipeline.export_settings).
+ExportSettings = Callable[[str, str], dict]
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -119,8 +121,14 @@ def chain_grid(width: int, hidden: list[int], grid: str = "small") -> tuple[Vari
 
 
 def screen_chain(base_model_path: str, variant: Variant, corpus: Corpus, modes: list[str],
-                 slice_tokens: int, folder: str, calibration_steps: int = 200) -> dict:
-  """One chain, not fine-tuned: ``{mode: {"tflite_bytes", "slice_ppl"}}`` (see module doc)."""
+                 slice_tokens: int, folder: str, calibration_steps: int = 200,
+                 export_settings: ExportSettings | None = None) -> dict:
+  """One chain, not fine-tuned: ``{mode: {"tflite_bytes", "slice_ppl"}}`` (see module doc).
+
+  ``export_settings(method, mode)``: the export's keyword arguments (block size,
+  scale algorithm), as the pipeline gives its variants, so screened bytes are
+  the finalists' bytes.
+  """
   plan = compression.check_params(variant.method, variant.params)
   model = compression.strip_methods(
       compression.apply_methods(load_model(base_model_path), plan,
@@ -129,10 +137,11 @@ def screen_chain(base_model_path: str, variant: Variant, corpus: Corpus, modes: 
   out = {}
   for mode in modes:
     path = os.path.join(folder, mode, "model.tflite")
+    settings = export_settings(variant.method, mode) if export_settings else {}
     summary = export_step_model(model, corpus.vocab, path, mode,
                                 calibration_ids=corpus.split("train"),
                                 calibration_steps=calibration_steps, method=variant.method,
-                                log=lambda line: None)
+                                log=lambda line: None, **settings)
     out[mode] = {"tflite_bytes": summary["tflite_bytes"],
                  "slice_ppl": TFLiteStepModel(path).perplexity(ids, progress=False)["ppl"]}
     shutil.rmtree(os.path.dirname(path))  # The finalists are exported again, and verified.
@@ -141,7 +150,8 @@ def screen_chain(base_model_path: str, variant: Variant, corpus: Corpus, modes: 
 
 def screen(base_model_path: str, base_hash: str, chains: tuple[Variant, ...], corpus: Corpus,
            quantize: tuple[str, ...], slice_tokens: int, output_dir: str,
-           log: Callable[[str], None] = print) -> dict[str, dict]:
+           log: Callable[[str], None] = print,
+           export_settings: ExportSettings | None = None) -> dict[str, dict]:
   """:func:`screen_chain` for every chain, each a resumable stage (progress line + ETA)."""
   modes = [m for m in quantize if m in SCREEN_MODES]
   if not modes:
@@ -152,10 +162,14 @@ def screen(base_model_path: str, base_hash: str, chains: tuple[Variant, ...], co
   for chain in chains:
     config = {"stage": "compose_screen", "baseline": base_hash, "method": chain.method,
               "params": chain.params, "modes": modes, "slice_tokens": slice_tokens}
+    settings = {m: export_settings(chain.method, m) for m in modes} if export_settings else {}
+    if any(settings.values()):  # Absent when empty: earlier screens keep their hash.
+      config["export_settings"] = settings
     results[chain.name] = runner.run(
         os.path.join(output_dir, "compose", "screen", chain.name), f"compose: screen {chain.name}",
-        config, lambda folder, chain=chain: screen_chain(base_model_path, chain, corpus, modes,
-                                                         slice_tokens, folder))
+        config, lambda folder, chain=chain: screen_chain(
+            base_model_path, chain, corpus, modes, slice_tokens, folder,
+            export_settings=export_settings))
   return results
 
 

@@ -613,20 +613,26 @@ class Pipeline:
   def _export_splits(self) -> list[str]:
     return sorted({report.CHOICE_SPLIT, self.config.eval_split})
 
-  def _run_export(self, runner, variant: Variant, mode: str, model_result: dict,
-                  upstream: dict) -> dict:
-    folder = os.path.join(self._variant_dir(variant.name), mode)
-    config = {"stage": "export", "quantize": mode, "upstream": stages.config_hash(upstream),
-              "parity_steps": self.config.parity_steps, "splits": self._export_splits()}
+  def export_settings(self, method: str, mode: str) -> dict:
+    """The keyword arguments of ``export_step_model`` this run gives a chain of ``method``
+    in ``mode`` (empty for the converter's modes; the composition search screens with them)."""
     settings = {}
     if mode == "mixed":
       settings = {"bits": self.config.bits}
     elif mode == "auto":
       settings = {"max_ppl_increase": self.config.max_ppl_increase}
     if mode in SUB8BIT_MODES:  # Exports made with another default are redone.
-      settings["algorithm"] = sub8bit_algorithm(variant.method)
+      settings["algorithm"] = sub8bit_algorithm(method)
       if self.config.block_size:  # Absent at 0: earlier per-channel stages keep their hash.
         settings["block_size"] = self.config.block_size
+    return settings
+
+  def _run_export(self, runner, variant: Variant, mode: str, model_result: dict,
+                  upstream: dict) -> dict:
+    folder = os.path.join(self._variant_dir(variant.name), mode)
+    config = {"stage": "export", "quantize": mode, "upstream": stages.config_hash(upstream),
+              "parity_steps": self.config.parity_steps, "splits": self._export_splits()}
+    settings = self.export_settings(variant.method, mode)
     config.update(settings)  # Only sub-8-bit stages carry them: other stage hashes stay.
 
     def fn(folder):
