@@ -506,3 +506,15 @@ def test_auto_with_a_block_that_fits_nothing_is_one_clear_error(tiny_model, smal
     sub8bit.export_sub8bit(tiny_model, "auto", block_size=128,
                            validation_ids=small_corpus.split("valid")[:600],
                            log=lambda _: None)
+
+
+def test_blocks_where_they_fit_leaves_other_weights_per_channel(tiny_model):
+  # The pipeline's setting: --block_size=128 fits no weight of the tiny model (widths 32,
+  # 64); the export is then per channel (the same file as --block_size=0), not an error.
+  loose, report = sub8bit.export_sub8bit(tiny_model, "int4", block_size=128,
+                                         algorithm="min_max", require_blocks=False)
+  per_channel, _ = sub8bit.export_sub8bit(tiny_model, "int4", algorithm="min_max")
+  assert loose == per_channel
+  assert set(report["recipe_per_group"].values()) == {"dynamic_wi4c_afp32"}
+  with pytest.raises(UserError, match=r"^--block_size=128 fits no weight"):
+    sub8bit.export_sub8bit(tiny_model, "int4", block_size=128, algorithm="min_max")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 import os
@@ -426,6 +427,23 @@ def test_sub8bit_modes_export_every_variant(tmp_path):
   # --block_size=32 divides every width of the tiny model (32-wide rows, 32 + 32 LSTM inputs).
   assert "(ai-edge-quantizer dynamic_wi4b32_hr_afp32: " in int4["quantization"]
   assert "(ai-edge-quantizer dynamic_wi4b32_afp32: " in rows["q4+int4"]["quantization"]
+
+
+def test_export_settings_put_blocks_where_they_fit(tmp_path):
+  """--block_size in a pipeline: blocks for the weights it divides, per channel for the rest
+  (a dense baseline of 200/400-wide inputs beside rank-32 factors), never an error."""
+  from tflm_compress import pipeline  # pylint: disable=g-import-not-at-top
+  from tflm_compress.models import get_preset  # pylint: disable=g-import-not-at-top
+
+  config = pipeline.PipelineConfig(get_preset("tiny"), "tiny", (), quantize=("none", "int4"),
+                                   block_size=32)
+  runner = pipeline.Pipeline(config, None, str(tmp_path))
+  assert runner.export_settings("low_rank", "int4") == {
+      "algorithm": "hadamard", "block_size": 32, "require_blocks": False}
+  assert runner.export_settings("low_rank+int4_qat", "int4")["algorithm"] == "min_max"
+  assert runner.export_settings("low_rank", "dynamic") == {}
+  per_channel = pipeline.Pipeline(dataclasses.replace(config, block_size=0), None, str(tmp_path))
+  assert per_channel.export_settings("low_rank", "int4") == {"algorithm": "hadamard"}
 
 
 def test_only_keeps_the_baseline_and_the_controls_a_variant_needs(tmp_path):

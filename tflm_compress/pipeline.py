@@ -624,7 +624,8 @@ class Pipeline:
     if mode in SUB8BIT_MODES:  # Exports made with another default are redone.
       settings["algorithm"] = sub8bit_algorithm(method)
       if self.config.block_size:  # Absent at 0: earlier per-channel stages keep their hash.
-        settings["block_size"] = self.config.block_size
+        # Blocks where they fit: per channel for a row whose widths the block divides none of.
+        settings.update(block_size=self.config.block_size, require_blocks=False)
     return settings
 
   def _run_export(self, runner, variant: Variant, mode: str, model_result: dict,

@@ -23,7 +23,8 @@ def export_step_model(model: keras.Model, vocab: Vocabulary, output_path: str,
                       calibration_steps: int = 500, method: str = "baseline", bits: str = "",
                       block_size: int = 0, compute: str = "dynamic", algorithm: str = sub8bit.DEFAULT_ALGORITHM,
                       embedding_op: str = "lookup", validation_ids: np.ndarray | None = None,
-                      max_ppl_increase: str | float = "1%", log=print) -> dict:
+                      max_ppl_increase: str | float = "1%", require_blocks: bool = True,
+                      log=print) -> dict:
   """Converts ``model`` and writes a bundle next to ``output_path``.
 
   Writes ``output_path`` (the ``.tflite``), ``model_meta.json`` and
@@ -36,6 +37,8 @@ def export_step_model(model: keras.Model, vocab: Vocabulary, output_path: str,
     bits, block_size, compute, algorithm, embedding_op, validation_ids, max_ppl_increase:
       the sub-8-bit modes' settings (``sub8bit.export_sub8bit``): ``bits`` is
       ``mixed``'s spec, ``validation_ids`` and ``max_ppl_increase`` are ``auto``'s.
+    require_blocks: a ``block_size`` that fits no weight is an error (``False``:
+      per channel then, as a pipeline wants for its dense rows).
     log: where ``auto`` reports its measurements.
 
   Returns:
@@ -56,7 +59,7 @@ def export_step_model(model: keras.Model, vocab: Vocabulary, output_path: str,
     model_bytes, report = export_sub8bit(
         model, quantize, bits=bits, block_size=block_size, compute=compute, algorithm=algorithm,
         embedding_op=embedding_op, validation_ids=validation_ids,
-        max_ppl_increase=max_ppl_increase, log=log)
+        max_ppl_increase=max_ppl_increase, require_blocks=require_blocks, log=log)
     quantization = report["quantization"]
   else:
     calibration = None

@@ -778,7 +778,8 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
                    compute: str = "dynamic", algorithm: str = DEFAULT_ALGORITHM,
                    embedding_op: str = "lookup",
                    validation_ids: np.ndarray | None = None,
-                   max_ppl_increase: str | float = "1%", log=print) -> tuple[bytes, dict]:
+                   max_ppl_increase: str | float = "1%", require_blocks: bool = True,
+                   log=print) -> tuple[bytes, dict]:
   """The step model of ``model`` in a sub-8-bit mode: ``(model bytes, report)``.
 
   Args:
@@ -793,6 +794,9 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
     validation_ids: for ``auto``, the validation token stream.
     max_ppl_increase: for ``auto``, the allowed validation perplexity increase
       over the float32 ``.tflite`` (``"1%"`` or ``0.01``).
+    require_blocks: whether a ``block_size`` that gives no weight blocks is an
+      error (``False``: those weights get a scale per channel, silently; the
+      pipeline's dense rows beside its low-rank ones).
 
   Returns:
     The report holds ``quantization`` (the one-line recipe for
@@ -825,7 +829,8 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
             "float_tflite_bytes": len(float_bytes)}
   if quantize == "auto":
     quantizable = [g for g in groups if g.quantizable]
-    if block_size and not any(g.shape[-1] % block_size == 0 for g in quantizable):
+    if (require_blocks and block_size
+        and not any(g.shape[-1] % block_size == 0 for g in quantizable)):
       raise _no_block_fits(block_size, quantizable, compute)
     choice = auto_bits(float_bytes, groups, np.asarray(validation_ids), budget, block_size,
                        compute, algorithm, log)
@@ -838,7 +843,7 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
     report["raised_to_8_bits"] = raised
   # auto may keep at 8 bits every group a block fits (blocks are for 4 and 2 bits).
   model_bytes, recipe = quantize_groups(float_bytes, groups, chosen, block_size, compute,
-                                        algorithm, require_blocks=quantize != "auto")
+                                        algorithm, require_blocks and quantize != "auto")
   recipes = recipe["per_group"]
   uniform = sorted(set(recipes.values()))
   detail = uniform[0] if len(uniform) == 1 else "per group"
