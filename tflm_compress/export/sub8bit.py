@@ -475,8 +475,7 @@ def lookup_safe_bits(groups: list[WeightGroup], bits: dict[str, int]
 
 
 def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size: int = 0,
-                     compute: str = "dynamic", algorithm: str = DEFAULT_ALGORITHM,
-                     require_blocks: bool = True) -> dict[str, str]:
+                     compute: str = "dynamic", algorithm: str = DEFAULT_ALGORITHM) -> dict[str, str]:
   """Group -> ``CHANNELWISE`` or ``BLOCKWISE_<block_size>`` (``float32`` for 32 bits).
 
   Blocks run along the input of a FULLY_CONNECTED weight (along the row of a
@@ -519,14 +518,11 @@ def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size
           f"ai-edge-quantizer {quantizer_version()} has no {compute} {algorithm} recipe for "
           f"{'/'.join(group.ops)} at {bits[group.name]} bits (group {group.name}); "
           f"choose other bits for it")
-  lowered = [g for g in groups if bits[g.name] < 32]
-  if (require_blocks and block_size and lowered
-      and not any(plan[g.name].startswith("BLOCKWISE") for g in lowered)):
-    raise _no_block_fits(block_size, lowered, compute)
   return plan
 
 
 def _no_block_fits(block_size: int, groups: list[WeightGroup], compute: str) -> UserError:
+  """The error for a ``--block_size`` that gives none of ``groups`` blocks."""
   widths = sorted({g.shape[-1] for g in groups})
   return UserError(
       f"--block_size={block_size} fits no weight of this model (input widths "
@@ -619,17 +615,14 @@ def _litert_version() -> str:
 
 def quantize_groups(float_bytes: bytes, groups: list[WeightGroup], bits: dict[str, int],
                     block_size: int = 0, compute: str = "dynamic",
-                    algorithm: str = DEFAULT_ALGORITHM,
-                    require_blocks: bool = True) -> tuple[bytes, dict]:
+                    algorithm: str = DEFAULT_ALGORITHM) -> tuple[bytes, dict]:
   """``float_bytes`` with each group at its bits: ``(model bytes, recipe)``.
-
-  ``require_blocks``: see :func:`plan_granularity`.
 
   The recipe is ``{"per_group": {group: recipe name}, "entries": ai-edge-quantizer's
   recipe}``. The result uses builtin ops only and runs in LiteRT (:func:`check_runs`);
   equal per-channel zero-point vectors are stored once (:mod:`.dedupe`).
   """
-  plan = plan_granularity(groups, bits, block_size, compute, algorithm, require_blocks)
+  plan = plan_granularity(groups, bits, block_size, compute, algorithm)
   by_name = {g.name: g for g in groups}
   per_group = {name: recipe_name(bits[name], plan[name], compute,
                                  group_algorithm(by_name[name], algorithm)) for name in bits}
@@ -725,7 +718,7 @@ def auto_bits(float_bytes: bytes, groups: list[WeightGroup], validation_ids: np.
     key = tuple(sorted(bits.items()))
     if key not in cache:
       model_bytes, _ = quantize_groups(float_bytes, groups, bits, block_size, compute,
-                                       algorithm, require_blocks=False)
+                                       algorithm)
       cache[key] = (TFLiteStepModel(model_bytes).perplexity(validation_ids)["ppl"],
                     len(model_bytes))
     return cache[key]
@@ -841,9 +834,15 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
   chosen, raised = lookup_safe_bits(groups, chosen)
   if raised:
     report["raised_to_8_bits"] = raised
-  # auto may keep at 8 bits every group a block fits (blocks are for 4 and 2 bits).
+  # Asked for blocks, the file must have some (auto checked widths up front: it may keep
+  # at 8 bits every group a block fits, and blocks are for 4 and 2 bits).
+  lowered = [g for g in groups if chosen[g.name] < 32]
+  if require_blocks and block_size and lowered and quantize != "auto":
+    plan = plan_granularity(groups, chosen, block_size, compute, algorithm)
+    if not any(plan[g.name].startswith("BLOCKWISE") for g in lowered):
+      raise _no_block_fits(block_size, lowered, compute)
   model_bytes, recipe = quantize_groups(float_bytes, groups, chosen, block_size, compute,
-                                        algorithm, require_blocks and quantize != "auto")
+                                        algorithm)
   recipes = recipe["per_group"]
   uniform = sorted(set(recipes.values()))
   detail = uniform[0] if len(uniform) == 1 else "per group"
