@@ -49,12 +49,14 @@ flags.DEFINE_enum("algorithm", sub8bit.DEFAULT_ALGORITHM, list(sub8bit.ALGORITHM
                   "int4/mixed/auto: how ai-edge-quantizer picks the scales: min_max (largest "
                   "|w|), mse / octav (error-minimizing clipping), hadamard (min-max after a "
                   "Hadamard rotation; the default: on PTB small int4 it loses 1.9% where "
-                  "min_max loses 6.1%).")
+                  "min_max loses 6.1%), gptq (the weights GPTQ-rounded on training text onto "
+                  "min_max's grid, then stored as they are; needs --data_dir or the run's "
+                  "corpus).")
 flags.DEFINE_enum("embedding_op", "lookup", sub8bit.EMBEDDING_OPS,
                   "int4/mixed/auto: lookup (EMBEDDING_LOOKUP, table quantized per row) or "
                   "gather (GATHER, table kept float32).")
 flags.DEFINE_string("output", "", "Output .tflite (default: MODEL_DIR/tflite_QUANTIZE/model.tflite).")
-flags.DEFINE_string("data_dir", "", "Corpus for int8 calibration, parity, auto and --eval_split "
+flags.DEFINE_string("data_dir", "", "Corpus for int8 calibration, gptq, parity, auto and --eval_split "
                     "(default: the run's corpus).")
 flags.DEFINE_integer("calibration_steps", 500, "Tokens of carried-state calibration for int8.",
                      lower_bound=2)
@@ -130,7 +132,8 @@ def main(argv):
   vocab = source.vocab()
   model = tflm_compress.load_model(source.model_path, vocab=vocab)
   corpus = None
-  if FLAGS.quantize in ("int8", "auto") or FLAGS.parity_steps or FLAGS.eval_split:
+  gptq = FLAGS.algorithm == "gptq" and FLAGS.quantize in sub8bit.SUB8BIT_MODES
+  if FLAGS.quantize in ("int8", "auto") or gptq or FLAGS.parity_steps or FLAGS.eval_split:
     corpus = source.corpus(FLAGS.data_dir, vocab)
   summary = tflm_compress.export_tflite(
       model, output, FLAGS.quantize, corpus=corpus, vocab=vocab,

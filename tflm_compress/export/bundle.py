@@ -33,7 +33,8 @@ def export_step_model(model: keras.Model, vocab: Vocabulary, output_path: str,
 
   Args:
     quantize: one of ``EXPORT_MODES``.
-    calibration_ids, calibration_steps: ``int8``'s calibration text and length.
+    calibration_ids, calibration_steps: ``int8``'s calibration text and length
+      (``calibration_ids`` is also ``algorithm="gptq"``'s).
     bits, block_size, compute, algorithm, embedding_op, validation_ids, max_ppl_increase:
       the sub-8-bit modes' settings (``sub8bit.export_sub8bit``): ``bits`` is
       ``mixed``'s spec, ``validation_ids`` and ``max_ppl_increase`` are ``auto``'s.
@@ -59,7 +60,8 @@ def export_step_model(model: keras.Model, vocab: Vocabulary, output_path: str,
     model_bytes, report = export_sub8bit(
         model, quantize, bits=bits, block_size=block_size, compute=compute, algorithm=algorithm,
         embedding_op=embedding_op, validation_ids=validation_ids,
-        max_ppl_increase=max_ppl_increase, require_blocks=require_blocks, log=log)
+        max_ppl_increase=max_ppl_increase, require_blocks=require_blocks,
+        calibration_ids=calibration_ids, log=log)
     quantization = report["quantization"]
   else:
     calibration = None

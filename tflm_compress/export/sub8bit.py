@@ -50,7 +50,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from ai_edge_litert.tools import flatbuffer_utils
 
 from tflm_compress.errors import UserError
-from tflm_compress.export import dedupe, inspect_tflite
+from tflm_compress.export import dedupe, gptq, inspect_tflite
 from tflm_compress.export.modes import SUB8BIT_MODES
 
 BIT_WIDTHS = (2, 4, 8, 32)  # 32: the group stays float32.
@@ -60,10 +60,13 @@ EMBEDDING_OPS = ("lookup", "gather")
 # How each weight's scales are chosen: ai-edge-quantizer's algorithm keys. min_max: the
 # largest |w| per channel (or block); mse / octav: a clipping range that minimizes the
 # rounding + clipping error (per channel only); hadamard: min-max after a block-diagonal
-# Hadamard rotation of the input (blocks of the largest power of 2 dividing it).
+# Hadamard rotation of the input (blocks of the largest power of 2 dividing it); gptq:
+# the Keras weights GPTQ-rounded on calibration text onto min_max's grid first
+# (:mod:`.gptq`), then min_max, which stores them as they are.
 ALGORITHMS = {"min_max": "min_max_uniform_quantize", "mse": "MSE", "octav": "OCTAV",
-              "hadamard": "DECOMPOSED_HADAMARD_ROTATION"}
-_ALGORITHM_SUFFIX = {"min_max": "", "mse": "_mse", "octav": "_octav", "hadamard": "_hr"}
+              "hadamard": "DECOMPOSED_HADAMARD_ROTATION", "gptq": "min_max_uniform_quantize"}
+_ALGORITHM_SUFFIX = {"min_max": "", "mse": "_mse", "octav": "_octav", "hadamard": "_hr",
+                     "gptq": ""}
 # The default: on PTB small, all-int4 is +1.89% test ppl with it and +6.06% with min_max
 # (mse +5.90%), at 0.1% more bytes and within the host's noise in latency
 # (docs/RESULTS.md, "Below 8 bits"; docs/notes/2026-12-04-sub8bit.md).
@@ -699,11 +702,14 @@ def parse_ppl_increase(value: str | float) -> float:
 
 def auto_bits(float_bytes: bytes, groups: list[WeightGroup], validation_ids: np.ndarray,
               max_ppl_increase: float, block_size: int = 0, compute: str = "dynamic",
-              algorithm: str = DEFAULT_ALGORITHM, log=print) -> dict:
+              algorithm: str = DEFAULT_ALGORITHM, log=print,
+              prepare: Callable[[dict[str, int]], bytes] | None = None) -> dict:
   """``auto``: the bits per group, chosen on ``validation_ids`` (see module doc).
 
   Perplexities are of the ``.tflite`` streaming the validation tokens with the
-  state carried; the reference is the float32 ``.tflite``.
+  state carried; the reference is the float32 ``.tflite``. ``prepare(bits)``,
+  when given, is the float model to quantize for those bits (``gptq``: rounded
+  for them); else ``float_bytes``.
 
   Returns:
     ``{"bits", "reference_ppl", "start", "sensitivity", "order", "steps", "valid_ppl",
@@ -717,8 +723,8 @@ def auto_bits(float_bytes: bytes, groups: list[WeightGroup], validation_ids: np.
   def measure(bits: dict[str, int]) -> tuple[float, int]:
     key = tuple(sorted(bits.items()))
     if key not in cache:
-      model_bytes, _ = quantize_groups(float_bytes, groups, bits, block_size, compute,
-                                       algorithm)
+      source = float_bytes if prepare is None else prepare(bits)
+      model_bytes, _ = quantize_groups(source, groups, bits, block_size, compute, algorithm)
       cache[key] = (TFLiteStepModel(model_bytes).perplexity(validation_ids)["ppl"],
                     len(model_bytes))
     return cache[key]
@@ -772,6 +778,7 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
                    embedding_op: str = "lookup",
                    validation_ids: np.ndarray | None = None,
                    max_ppl_increase: str | float = "1%", require_blocks: bool = True,
+                   calibration_ids: np.ndarray | None = None,
                    log=print) -> tuple[bytes, dict]:
   """The step model of ``model`` in a sub-8-bit mode: ``(model bytes, report)``.
 
@@ -790,6 +797,7 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
     require_blocks: whether a ``block_size`` that gives no weight blocks is an
       error (``False``: those weights get a scale per channel, silently; the
       pipeline's dense rows beside its low-rank ones).
+    calibration_ids: for ``algorithm="gptq"``, training text (:mod:`.gptq`).
 
   Returns:
     The report holds ``quantization`` (the one-line recipe for
@@ -813,6 +821,9 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
     raise UserError(f"--embedding_op={embedding_op!r}; use one of {EMBEDDING_OPS}")
   if algorithm not in ALGORITHMS:
     raise UserError(f"--algorithm={algorithm!r}; use one of {tuple(ALGORITHMS)}")
+  if algorithm == "gptq" and (calibration_ids is None or len(calibration_ids) < 2):
+    raise UserError("--algorithm=gptq needs calibration text (the corpus's train split: "
+                    "--data_dir)")
   budget = parse_ppl_increase(max_ppl_increase) if quantize == "auto" else None
   spec = parse_bits(bits) if quantize == "mixed" else {DEFAULT_ALIAS: 4}
   float_bytes = float_step_model(model, embedding_op)
@@ -820,13 +831,20 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
   report = {"tool": f"ai-edge-quantizer {quantizer_version()}", "compute": compute,
             "algorithm": algorithm, "block_size": block_size, "embedding_op": embedding_op,
             "float_tflite_bytes": len(float_bytes)}
+  prepare = None
+  if algorithm == "gptq":
+    def prepare(bits: dict[str, int], into: dict | None = None) -> bytes:
+      """The float step model with the groups below 8 bits GPTQ-rounded for ``bits``."""
+      plan = plan_granularity(groups, bits, block_size, compute, algorithm)
+      with gptq.rounded(model, bits, calibration_ids, plan, report=into) as rounded_model:
+        return float_step_model(rounded_model, embedding_op)
   if quantize == "auto":
     quantizable = [g for g in groups if g.quantizable]
     if (require_blocks and block_size
         and not any(g.shape[-1] % block_size == 0 for g in quantizable)):
       raise _no_block_fits(block_size, quantizable, compute)
     choice = auto_bits(float_bytes, groups, np.asarray(validation_ids), budget, block_size,
-                       compute, algorithm, log)
+                       compute, algorithm, log, prepare)
     chosen = choice.pop("bits")
     report["auto"] = choice
   else:
@@ -841,13 +859,17 @@ def export_sub8bit(model: keras.Model, quantize: str, bits: str = "", block_size
     plan = plan_granularity(groups, chosen, block_size, compute, algorithm)
     if not any(plan[g.name].startswith("BLOCKWISE") for g in lowered):
       raise _no_block_fits(block_size, lowered, compute)
+  if prepare is not None:
+    report["gptq"] = {}
+    float_bytes = prepare(chosen, report["gptq"])
   model_bytes, recipe = quantize_groups(float_bytes, groups, chosen, block_size, compute,
                                         algorithm)
   recipes = recipe["per_group"]
   uniform = sorted(set(recipes.values()))
   detail = uniform[0] if len(uniform) == 1 else "per group"
   report.update({
-      "quantization": f"{quantize} (ai-edge-quantizer {detail}: "
+      "quantization": f"{quantize} ({'GPTQ-rounded, ' if prepare else ''}"
+                      f"ai-edge-quantizer {detail}: "
                       f"{format_bits(chosen, groups)})",
       "bits": chosen, "recipe_per_group": recipes, "recipe": recipe["entries"],
       "groups": [{**g.to_dict(), "bits": chosen[g.name],

@@ -1,0 +1,344 @@
+"""GPTQ rounding for the sub-8-bit exports (``--algorithm=gptq``).
+
+Rounding each weight to its nearest grid value (``min_max``) treats every
+input of a FULLY_CONNECTED as equally important and every rounding error as
+independent. GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training
+Quantization for Generative Pre-trained Transformers", arXiv 2210.17323)
+rounds one input column at a time and moves the error of that column onto
+the columns not yet rounded, weighted by the inverse of the input Hessian
+``H = X^T X`` of calibration activations, so that ``X W`` (the layer's
+output on real text), not ``W``, stays close to the float layer's.
+
+Here the rounding happens on the Keras model, before conversion, on exactly
+the grid the export's ``min_max`` scales give (symmetric, ``max|w| / 7`` per
+output channel, or per block of inputs with a bfloat16 scale, as
+:func:`nearest`; ``int4_qat`` trains on the same): each channel's (each
+block's) largest weight is kept where it is, so the export recomputes the same
+scale, and the quantizer then stores the rounded values exactly (tested: the
+int4 file computes the rounded model's float logits).
+
+What is rounded, in model order, each on the activations of the model rounded
+so far (the "sequential" calibration of the paper):
+
+* the embedding: a lookup table has no input to calibrate on, so its rows are
+  rounded to nearest; a low-rank embedding's projection is then fitted on the
+  rounded rows;
+* each LSTM: a dense LSTM's ``[kernel; recurrent_kernel]`` as the one
+  FULLY_CONNECTED over ``[x, h]`` of its step; a low-rank LSTM's factors one
+  by one (``kernel_u`` on ``x``, ``kernel_v`` on ``x @ kernel_u``, ...);
+* the softmax (dense, low-rank, or a tied table as the logits' weight).
+
+Before rounding, a weight fed by already-rounded inputs is refitted to the
+float layer's output (``W' = W + (X_q^T X_q + lambda)^{-1} X_q^T (X_f - X_q) W``,
+ridge towards ``W``): the error of the layers below is absorbed where it can
+be. Other layers (tensor-train, slim, GroupReduce, ...) are left to the
+export's ``min_max`` rounding. Calibration text is the training split (the
+exports' ``calibration_ids``): validation stays for choosing, test for
+reporting.
+"""
+
+import contextlib
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tflm_compress.errors import UserError
+from tflm_compress.layers.low_rank import LowRankDense, LowRankEmbedding, LowRankLSTM
+from tflm_compress.layers.lstm import LSTM
+from tflm_compress.layers.tied_embedding import TiedEmbedding
+from tflm_compress.names import EMBEDDING, SOFTMAX
+
+# Calibration: this many sequences of this many tokens from the training text, each from
+# a zero state (16,384 tokens: many more than the widest input, 400 for PTB small's LSTMs).
+CALIBRATION_SEQUENCES = 256
+CALIBRATION_STEPS = 64
+DAMPING = 0.01  # Added to H's diagonal, as a fraction of its mean (the paper's 1%).
+REFIT_RIDGE = 0.01  # The refit's ridge, as a fraction of the mean of X_q^T X_q's diagonal.
+
+
+def levels(bits: int) -> int:
+  """Grid values each side of zero: 7 at 4 bits (the scale is ``max|w| / levels``)."""
+  return 2 ** (bits - 1) - 1
+
+
+def _bfloat16(values: np.ndarray) -> np.ndarray:
+  return tf.cast(tf.cast(values, tf.bfloat16), tf.float64).numpy()
+
+
+def _scales(w: np.ndarray, top: int, blocked: bool) -> np.ndarray:
+  scale = np.maximum(np.abs(w).max(axis=-1), 1e-9) / top  # ai-edge-quantizer's floor.
+  return _bfloat16(scale) if blocked else scale
+
+
+def nearest(weight: np.ndarray, bits: int, block_size: int = 0) -> np.ndarray:
+  """``weight`` (``[out, in]``) rounded to nearest on ``min_max``'s grid, as the export
+  rounds it: a scale ``max|w| / levels(bits)`` per row, or per block of ``block_size``
+  inputs where it divides ``in`` (bfloat16)."""
+  w = np.asarray(weight, np.float64)
+  out_dim, in_dim = w.shape
+  top = levels(bits)
+  span = block_size if block_size and in_dim % block_size == 0 else in_dim
+  blocks = w.reshape(out_dim, in_dim // span, span)
+  scale = _scales(blocks, top, span < in_dim)[..., None]
+  q = np.clip(np.round(blocks / scale), -top - 1, top) * scale
+  return q.reshape(out_dim, in_dim).astype(np.float32)
+
+
+def gptq_round(weight: np.ndarray, hessian: np.ndarray, bits: int, block_size: int = 0,
+               damping: float = DAMPING) -> np.ndarray:
+  """``weight`` (``[out, in]``, a FULLY_CONNECTED's layout) on the ``min_max`` grid, GPTQ's way.
+
+  A scale per output row, ``max|w| / levels(bits)`` over the row, or, where
+  ``block_size`` divides ``in``, per run of ``block_size`` inputs (bfloat16,
+  computed when the block is reached, from the weights as updated so far).
+  Inputs are rounded in order; each one's error is spread over the later
+  inputs of the same row by the upper Cholesky factor of ``H^-1``. The
+  largest weight of each row (block) takes no update, so it lands on
+  ``±levels`` and the export recomputes the same scale; values are clipped to
+  ``±levels`` for the same reason.
+
+  Args:
+    weight: ``[out, in]``.
+    hessian: ``[in, in]``, ``X^T X`` of the inputs (any positive scale).
+    bits: 2, 4 or 8.
+    block_size: 0 for a scale per row.
+    damping: added to the diagonal, a fraction of its mean.
+
+  Returns:
+    The rounded weight, float32, every row (block) a multiple of its scale.
+  """
+  w = np.array(weight, np.float64)
+  out_dim, in_dim = w.shape
+  top = levels(bits)
+  h = np.array(hessian, np.float64)
+  if h.shape != (in_dim, in_dim):
+    raise ValueError(f"hessian {h.shape} does not match weight {w.shape}")
+  dead = np.diag(h) <= 0  # An input never active: its column rounds with nothing to move.
+  h[dead, dead] = 1.0
+  h += damping * float(np.mean(np.diag(h))) * np.eye(in_dim)
+  # H^-1 = U^T U: row i of U says how the inputs after i absorb input i's error.
+  u = np.linalg.cholesky(np.linalg.inv(h)).T
+  span = block_size if block_size and in_dim % block_size == 0 else in_dim
+  rows = np.arange(out_dim)
+  q = np.empty_like(w)
+  for i in range(in_dim):
+    if i % span == 0:
+      block = w[:, i:i + span]
+      scale = _scales(block, top, span < in_dim)
+      pin_cols = i + np.abs(block).argmax(axis=1)
+      pin_vals = w[rows, pin_cols]
+    column = w[:, i]
+    q[:, i] = np.clip(np.round(column / scale), -top, top) * scale
+    if i + 1 < in_dim:
+      error = (column - q[:, i]) / u[i, i]
+      w[:, i + 1:] -= np.outer(error, u[i, i + 1:])
+      later = pin_cols > i
+      w[rows[later], pin_cols[later]] = pin_vals[later]
+  return q.astype(np.float32)
+
+
+def refit(weight: np.ndarray, x_rounded: np.ndarray, x_float: np.ndarray,
+          ridge: float = REFIT_RIDGE) -> np.ndarray:
+  """``weight`` (``[in, out]``) moved so that ``x_rounded @ W'`` fits ``x_float @ weight``.
+
+  Ridge regression towards ``weight``: directions the calibration text hardly
+  visits keep the float weight.
+  """
+  xq = np.asarray(x_rounded, np.float64)
+  xf = np.asarray(x_float, np.float64)
+  gram = xq.T @ xq
+  gram += ridge * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(gram.shape[0])
+  delta = np.linalg.solve(gram, xq.T @ ((xf - xq) @ np.asarray(weight, np.float64)))
+  return (np.asarray(weight, np.float64) + delta).astype(np.float32)
+
+
+def _short(variable) -> str:
+  return variable.name.split("/")[-1].split(":")[0]
+
+
+def _name(layer, variable, groups: set[str]) -> str:
+  """The weight group of ``variable``: ``LAYER.WEIGHT`` or, alone in its layer, ``LAYER``."""
+  full = f"{layer.name}.{_short(variable)}"
+  return full if full in groups else layer.name
+
+
+def _flat(x) -> np.ndarray:
+  x = np.asarray(x, np.float32)
+  return x.reshape(-1, x.shape[-1])
+
+
+def _round_matmul(unit_weight: np.ndarray, x_rounded: np.ndarray, x_float: np.ndarray,
+                  bits: int, block_size: int, refitting: bool) -> np.ndarray:
+  """A ``[in, out]`` matmul weight fed ``x_rounded`` (float model: ``x_float``), rounded."""
+  w = refit(unit_weight, x_rounded, x_float) if refitting else unit_weight
+  hessian = np.asarray(x_rounded, np.float64).T @ np.asarray(x_rounded, np.float64)
+  return gptq_round(w.T, hessian, bits, block_size).T
+
+
+def _calibration_tokens(ids: np.ndarray, sequences: int, steps: int) -> tf.Tensor:
+  """``[sequences, steps]`` windows spread evenly over ``ids``."""
+  ids = np.asarray(ids, np.int64)
+  if len(ids) < 2:
+    raise UserError("--algorithm=gptq needs calibration text (the training split); "
+                    f"got {len(ids)} tokens")
+  steps = max(1, min(steps, len(ids)))
+  count = max(1, min(sequences, len(ids) // steps))
+  starts = np.linspace(0, len(ids) - steps, count).astype(np.int64)
+  return tf.constant(np.stack([ids[s:s + steps] for s in starts]), tf.int32)
+
+
+@contextlib.contextmanager
+def rounded(model: keras.Model, bits: dict[str, int], calibration_ids: np.ndarray,
+            granularity: dict[str, str] | None = None, refitting: bool = True,
+            sequences: int = CALIBRATION_SEQUENCES, steps: int = CALIBRATION_STEPS,
+            report: dict | None = None):
+  """``model`` with its weights GPTQ-rounded for ``bits`` inside the ``with``; restored after.
+
+  Args:
+    model: a language model of this package (embedding, LSTMs, softmax).
+    bits: the export's bits per weight group (``sub8bit.weight_groups`` names); groups
+      below 8 bits are rounded, the rest keep their float weights.
+    calibration_ids: training token ids.
+    granularity: the export's plan per group (``sub8bit.plan_granularity``:
+      ``CHANNELWISE`` or ``BLOCKWISE_<n>``); a group not in it has a scale per channel.
+    refitting: refit each weight fed by rounded inputs first (see module doc).
+    sequences, steps: the calibration windows.
+    report: filled with ``{"groups": the groups rounded, "tokens": calibration tokens,
+      "output_error": {group: |X_q W_q - X_f W| / |X_f W|}, ...}``.
+  """
+  saved = [v.numpy() for v in model.weights]
+  try:
+    _Rounder(model, bits, granularity or {}, refitting,
+             report if report is not None else {}).run(
+                 _calibration_tokens(calibration_ids, sequences, steps))
+    yield model
+  finally:
+    for variable, value in zip(model.weights, saved):
+      variable.assign(value)
+
+
+class _Rounder:
+  """Rounds a model in order; ``x_f`` / ``x_q``: a layer's input in the float / rounded model.
+
+  Each layer's float outputs are computed before the layer is rounded, its rounded
+  outputs after.
+  """
+
+  def __init__(self, model, bits, granularity, refitting, report):
+    self.model, self.bits, self.granularity, self.refitting = model, bits, granularity, refitting
+    self.report = report
+    report.update({"groups": [], "refit": refitting, "damping": DAMPING, "output_error": {}})
+
+  def width(self, name: str) -> int:
+    """The bits ``name`` is rounded to, or 0 (8 bits and float are left to the export)."""
+    value = self.bits.get(name, 32)
+    return value if value < 8 else 0
+
+  def block_size(self, name: str) -> int:
+    plan = self.granularity.get(name, "CHANNELWISE")
+    return int(plan.split("_")[1]) if plan.startswith("BLOCKWISE_") else 0
+
+  def matmul(self, layer, variables: list, x_q: np.ndarray, x_f: np.ndarray,
+             transposed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rounds ``variables`` (``[in, out]`` weights stacked along inputs; ``transposed``: one
+    ``[out, in]`` table) fed ``x_q`` (float model: ``x_f``); returns the outputs
+    ``(x_q @ W_rounded, x_f @ W)``."""
+    name = (_name(layer, variables[0], set(self.bits)) if len(variables) == 1
+            else layer.name)
+    weight = np.concatenate([v.numpy() for v in variables], axis=0)
+    if transposed:
+      weight = weight.T
+    exact = x_f @ weight
+    width = self.width(name)
+    if not width:
+      return x_q @ weight, exact
+    new = _round_matmul(weight, x_q, x_f, width, self.block_size(name), self.refitting)
+    out = x_q @ new
+    self.report["groups"].append(name)
+    self.report["output_error"][name] = float(
+        np.linalg.norm(out - exact) / max(float(np.linalg.norm(exact)), 1e-30))
+    if transposed:
+      variables[0].assign(new.T)
+    else:
+      offset = 0
+      for v in variables:
+        v.assign(new[offset:offset + v.shape[0]])
+        offset += v.shape[0]
+    return out, exact
+
+  def run(self, tokens: tf.Tensor) -> None:
+    model = self.model
+    self.report["tokens"] = int(np.prod(tokens.shape))
+    x_q, x_f = self.embedding(_layer(model, EMBEDDING), tokens)
+    for layer in [l for l in model.layers if isinstance(l, LSTM)]:
+      x_q, x_f = self.lstm(layer, x_q, x_f)
+    softmax = _layer(model, SOFTMAX)
+    if softmax is None and type(_layer(model, EMBEDDING)) is TiedEmbedding:
+      softmax = _layer(model, EMBEDDING)
+    self.softmax(softmax, _flat(x_q), _flat(x_f))
+
+  def embedding(self, layer, tokens):
+    if layer is None:
+      raise UserError(f"--algorithm=gptq: model {self.model.name!r} has no {EMBEDDING!r} "
+                      "layer")
+    shape = list(tokens.shape)
+    if type(layer) not in (keras.layers.Embedding, LowRankEmbedding):
+      x = np.asarray(layer(tokens))  # Tied (rounded as the softmax) or left to the export.
+      return x, x
+    # A table's rows are rounded to nearest by the export itself; the layers above are
+    # calibrated on the rows it will store.
+    table = layer.embeddings.numpy()
+    name = _name(layer, layer.embeddings, set(self.bits))
+    rows_f = _flat(tf.gather(table, tokens))
+    if self.width(name):
+      table = nearest(table, self.width(name), self.block_size(name))
+    rows_q = _flat(tf.gather(table, tokens))
+    if type(layer) is LowRankEmbedding:
+      rows_q, rows_f = self.matmul(layer, [layer.projection], rows_q, rows_f)
+    return rows_q.reshape(shape + [-1]), rows_f.reshape(shape + [-1])
+
+  def lstm(self, layer, x_q, x_f):
+    if type(layer) not in (LSTM, LowRankLSTM):  # Left to the export's rounding.
+      return _lstm_outputs(layer, x_q), _lstm_outputs(layer, x_f)
+    in_f, h_prev_f, out_f = _lstm_run(layer, x_f)
+    in_q, h_prev_q, _ = _lstm_run(layer, x_q)
+    if type(layer) is LSTM:  # The step's one FULLY_CONNECTED over [x, h].
+      self.matmul(layer, [layer.kernel, layer.recurrent_kernel],
+                  np.concatenate([in_q, h_prev_q], 1), np.concatenate([in_f, h_prev_f], 1))
+    else:
+      chains = [([layer.kernel_u, layer.kernel_v] if layer.input_rank else [layer.kernel],
+                 in_q, in_f),
+                ([layer.recurrent_u, layer.recurrent_v] if layer.recurrent_rank
+                 else [layer.recurrent_kernel], h_prev_q, h_prev_f)]
+      for variables, q, f in chains:
+        for variable in variables:
+          q, f = self.matmul(layer, [variable], q, f)
+    return _lstm_outputs(layer, x_q), out_f
+
+  def softmax(self, layer, x_q, x_f):
+    if type(layer) is keras.layers.Dense:
+      self.matmul(layer, [layer.kernel], x_q, x_f)
+    elif type(layer) is LowRankDense:
+      q, f = self.matmul(layer, [layer.kernel_u], x_q, x_f)
+      self.matmul(layer, [layer.kernel_v], q, f)
+    elif type(layer) is TiedEmbedding:
+      self.matmul(layer, [layer.embeddings], x_q, x_f, transposed=True)
+
+
+def _layer(model: keras.Model, name: str):
+  return next((layer for layer in model.layers if layer.name == name), None)
+
+
+def _lstm_run(layer, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``(x_t, h_{t-1}, outputs)`` of ``layer`` on ``x`` (``[B, T, D]``) from a zero state,
+  flattened over batch and time (outputs kept ``[B, T, H]``)."""
+  x = tf.convert_to_tensor(x, tf.float32)
+  zeros = tf.zeros([tf.shape(x)[0], layer.units])
+  outputs = layer.run_steps(x, zeros, zeros)[0]
+  previous = tf.concat([zeros[:, None], outputs[:, :-1]], axis=1)
+  return _flat(x), _flat(previous), outputs.numpy()
+
+
+def _lstm_outputs(layer, x) -> np.ndarray:
+  return _lstm_run(layer, x)[2]
