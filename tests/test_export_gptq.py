@@ -1,13 +1,21 @@
 """GPTQ rounding for the sub-8-bit exports (``--algorithm=gptq``)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from tflm_compress import export
 from tflm_compress.errors import UserError
-from tflm_compress.export import gptq, sub8bit
+from tflm_compress.export import gptq, inspect_tflite, sub8bit
+from tflm_compress.export.meta import ModelMeta
 from tflm_compress.methods import int4_qat, low_rank
 from tflm_compress.models import ModelConfig, build_language_model
+
+from conftest import REPO_ROOT
 
 CONFIG = ModelConfig(vocab_size=60, embedding_size=16, hidden_sizes=(16, 16), init_scale=0.5)
 
@@ -122,3 +130,20 @@ def test_gptq_without_calibration_text_is_one_clear_error():
     sub8bit.export_sub8bit(_dense(), "int4", algorithm="gptq")
   assert str(error.value) == ("--algorithm=gptq needs calibration text (the corpus's train "
                               "split: --data_dir)")
+
+
+def test_convert_script_exports_gptq_with_the_runs_training_text(tiny_run, tmp_path):
+  out = tmp_path / "gptq" / "model.tflite"
+  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "scripts", "convert.py"),
+                           f"--model_dir={tiny_run[0]}", "--quantize=int4", "--algorithm=gptq",
+                           "--block_size=32", f"--output={out}"],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  summary = json.loads(result.stdout)
+  assert summary["sub8bit"]["gptq"]["groups"] == ["lstm_0", "lstm_1", "softmax"]
+  assert summary["parity"]["max_abs_logit_diff"] <= 0.5  # min_max int4's tolerance.
+  types = {row["type"] for row in inspect_tflite.weight_types(inspect_tflite.parse(
+      out.read_bytes())) if row["op"] in ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")}
+  assert types == {"INT4"}
+  meta = ModelMeta.load(str(tmp_path / "gptq" / "model_meta.json"))
+  assert meta.quantization.startswith("int4 (GPTQ-rounded, ai-edge-quantizer ")
