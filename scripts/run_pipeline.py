@@ -47,6 +47,10 @@ flags.DEFINE_string("bits", "", "--quantize=mixed: bits per weight group, e.g. "
 flags.DEFINE_enum("block_size", "0", [str(b) for b in sub8bit.BLOCK_SIZES],
                   "int4/mixed/auto: 0 = a scale per output channel; else a float16 scale per "
                   "block of this many inputs where it divides the width (see convert.py).")
+flags.DEFINE_enum("algorithm", "", [""] + list(sub8bit.ALGORITHMS),
+                  "int4/mixed/auto: how the 4-bit values are chosen (see convert.py; empty: "
+                  f"{sub8bit.DEFAULT_ALGORITHM}); gptq calibrates on the train split. A chain "
+                  "with int4_qat keeps min_max, the grid it trained on.")
 flags.DEFINE_string("max_ppl_increase", "1%", "--quantize=auto: allowed validation perplexity "
                     "increase over each variant's float32 .tflite.")
 flags.DEFINE_integer("epochs", None, "Override the baseline's epochs.", lower_bound=0)
@@ -172,7 +176,7 @@ def main(argv):
       benchmark_secs=FLAGS.benchmark_secs,
       distillation=Distillation(FLAGS.distill_alpha, FLAGS.distill_temperature),
       bits=FLAGS.bits, max_ppl_increase=FLAGS.max_ppl_increase,
-      block_size=int(FLAGS.block_size))
+      block_size=int(FLAGS.block_size), algorithm=FLAGS.algorithm)
   generated = GeneratedCorpusConfig()
   if FLAGS.generated_tokens:
     tenth = max(FLAGS.generated_tokens // 10, 2)

@@ -444,6 +444,13 @@ def test_export_settings_put_blocks_where_they_fit(tmp_path):
   assert runner.export_settings("low_rank", "dynamic") == {}
   per_channel = pipeline.Pipeline(dataclasses.replace(config, block_size=0), None, str(tmp_path))
   assert per_channel.export_settings("low_rank", "int4") == {"algorithm": "hadamard"}
+  gptq = pipeline.Pipeline(dataclasses.replace(config, algorithm="gptq"), None, str(tmp_path))
+  assert gptq.export_settings("low_rank", "int4")["algorithm"] == "gptq"
+  assert gptq.export_settings("low_rank+int4_qat", "int4")["algorithm"] == "min_max"
+  with pytest.raises(UserError, match=r"^--algorithm='rtn'; use one of \('min_max', "):
+    dataclasses.replace(config, algorithm="rtn")
+  with pytest.raises(UserError, match=r"^--algorithm=gptq is for the sub-8-bit modes"):
+    dataclasses.replace(config, algorithm="gptq", block_size=0, quantize=("none",))
 
 
 def test_only_keeps_the_baseline_and_the_controls_a_variant_needs(tmp_path):

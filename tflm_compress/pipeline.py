@@ -137,6 +137,9 @@ class PipelineConfig:
     block_size: the int4/mixed/auto exports' scales: 0, one per output channel;
       else one per block of that many inputs where it divides the width
       (``sub8bit.plan_granularity``).
+    algorithm: how the int4/mixed/auto exports choose the 4-bit values
+      (``sub8bit.ALGORITHMS``; empty: ``sub8bit.DEFAULT_ALGORITHM``); a chain holding
+      a method trained for one (``int4_qat``: ``min_max``) keeps that one.
     finetune_epochs, finetune_learning_rate: the fine-tuning recipe (the
       learning rate defaults to the base one / 4).
     finetune_dropout: dropout while fine-tuning variants that set none (None:
@@ -169,6 +172,7 @@ class PipelineConfig:
   bits: str = ""
   max_ppl_increase: str = "1%"
   block_size: int = 0
+  algorithm: str = ""
 
   def __post_init__(self):
     bad = [q for q in self.quantize if q not in EXPORT_MODES]
@@ -186,6 +190,11 @@ class PipelineConfig:
     if self.block_size not in sub8bit.BLOCK_SIZES:
       raise UserError(f"--block_size={self.block_size}; use one of {sub8bit.BLOCK_SIZES} "
                       "(0 = per channel)")
+    if self.algorithm and self.algorithm not in sub8bit.ALGORITHMS:
+      raise UserError(f"--algorithm={self.algorithm!r}; use one of {tuple(sub8bit.ALGORITHMS)}")
+    if self.algorithm and not set(self.quantize) & set(SUB8BIT_MODES):
+      raise UserError(f"--algorithm={self.algorithm} is for the sub-8-bit modes "
+                      f"{SUB8BIT_MODES}, which --quantize={','.join(self.quantize)} does not list")
     if self.block_size and not set(self.quantize) & set(SUB8BIT_MODES):
       raise UserError(f"--block_size={self.block_size} is for the sub-8-bit modes "
                       f"{SUB8BIT_MODES}, which --quantize={','.join(self.quantize)} does not list")
@@ -310,12 +319,13 @@ def finetune_uncompressed(base_model_path: str, corpus: Corpus, train_config, ou
                       distillation=distillation)
 
 
-def sub8bit_algorithm(spec: str) -> str:
+def sub8bit_algorithm(spec: str, default: str = "") -> str:
   """How a variant's int4 / mixed / auto exports choose scales: the algorithm a
-  method of its chain trained for (``int4_qat``: ``min_max``), else the default."""
+  method of its chain trained for (``int4_qat``: ``min_max``), else ``default`` (the
+  run's ``--algorithm``), else ``sub8bit.DEFAULT_ALGORITHM``."""
   wanted = sorted({m.EXPORT_ALGORITHM for m in (methods.parse_spec(spec) if spec else [])
                    if getattr(m, "EXPORT_ALGORITHM", None)})
-  return wanted[0] if wanted else sub8bit.DEFAULT_ALGORITHM
+  return wanted[0] if wanted else (default or sub8bit.DEFAULT_ALGORITHM)
 
 
 def default_variants(preset_name: str) -> tuple[Variant, ...]:
@@ -622,7 +632,7 @@ class Pipeline:
     elif mode == "auto":
       settings = {"max_ppl_increase": self.config.max_ppl_increase}
     if mode in SUB8BIT_MODES:  # Exports made with another default are redone.
-      settings["algorithm"] = sub8bit_algorithm(method)
+      settings["algorithm"] = sub8bit_algorithm(method, self.config.algorithm)
       if self.config.block_size:  # Absent at 0: earlier per-channel stages keep their hash.
         # Blocks where they fit: per channel for a row whose widths the block divides none of.
         settings.update(block_size=self.config.block_size, require_blocks=False)
