@@ -36,7 +36,7 @@ def _correlated_inputs(rng, n=2000, width=64):
   return rng.normal(size=(n, width)) @ rng.normal(size=(width, width)) * 0.3
 
 
-@pytest.mark.parametrize("block_size", [0, 32, 48])
+@pytest.mark.parametrize("block_size", [0, 32, 48, 64])
 def test_nearest_is_the_grid_int4_qat_trains_on(block_size):
   w = np.random.default_rng(3).normal(size=(10, 64)).astype(np.float32)
   for bits in (2, 4, 8):
@@ -45,7 +45,7 @@ def test_nearest_is_the_grid_int4_qat_trains_on(block_size):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("block_size", [0, 32])
+@pytest.mark.parametrize("block_size", [0, 32, 64])
 def test_gptq_round_is_on_the_exports_grid_with_less_output_error(block_size):
   rng = np.random.default_rng(0)
   x = _correlated_inputs(rng)
@@ -84,8 +84,8 @@ def test_refit_absorbs_the_input_error_and_keeps_unvisited_directions():
 
 @pytest.mark.parametrize("make", [_dense, _low_rank], ids=["dense", "low_rank"])
 def test_gptq_export_stores_the_rounded_model(make):
-  """The int4 file computes the GPTQ-rounded model's float logits (with the table rounded
-  to nearest, as the export rounds it); the model itself is left as it was."""
+  """The int4 file computes the GPTQ-rounded model's float logits (every weight, the table
+  too, is on the export's grid); the model itself is left as it was."""
   model, ids = make(), _ids()
   before = [v.numpy() for v in model.weights]
   model_bytes, report = sub8bit.export_sub8bit(model, "int4", algorithm="gptq",
@@ -93,9 +93,8 @@ def test_gptq_export_stores_the_rounded_model(make):
   assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.weights))
   assert report["algorithm"] == "gptq" and report["gptq"]["tokens"] == 78 * 64
   assert report["quantization"].startswith("int4 (GPTQ-rounded, ai-edge-quantizer ")
+  assert report["gptq"]["groups"][0].startswith("embedding")
   with gptq.rounded(model, report["bits"], ids) as rounded:
-    table = rounded.get_layer("embedding").embeddings
-    table.assign(int4_qat.grid_values([table.numpy()], 1, 4)[0])
     reference = sub8bit.float_step_model(rounded)
   gap = np.abs(export.TFLiteStepModel(model_bytes).run(ids[:200]) -
                export.TFLiteStepModel(reference).run(ids[:200])).max()
@@ -140,10 +139,23 @@ def test_convert_script_exports_gptq_with_the_runs_training_text(tiny_run, tmp_p
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   summary = json.loads(result.stdout)
-  assert summary["sub8bit"]["gptq"]["groups"] == ["lstm_0", "lstm_1", "softmax"]
+  assert summary["sub8bit"]["gptq"]["groups"] == ["embedding", "lstm_0", "lstm_1", "softmax"]
   assert summary["parity"]["max_abs_logit_diff"] <= 0.5  # min_max int4's tolerance.
   types = {row["type"] for row in inspect_tflite.weight_types(inspect_tflite.parse(
       out.read_bytes())) if row["op"] in ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")}
   assert types == {"INT4"}
   meta = ModelMeta.load(str(tmp_path / "gptq" / "model_meta.json"))
   assert meta.quantization.startswith("int4 (GPTQ-rounded, ai-edge-quantizer ")
+
+
+def test_rotating_factor_pairs_keeps_the_float_model():
+  model, ids = _low_rank(), _ids()[:300]
+  before = export.TFLiteStepModel(sub8bit.float_step_model(model)).run(ids)
+  kernel_v = model.get_layer("softmax").kernel_v.numpy()
+  turned = gptq.rotate_factor_pairs(model)
+  assert turned == ["embedding.embeddings+projection", "lstm_0.kernel_u+kernel_v",
+                    "lstm_0.recurrent_u+recurrent_v", "lstm_1.kernel_u+kernel_v",
+                    "lstm_1.recurrent_u+recurrent_v", "softmax.kernel_u+kernel_v"]
+  assert np.abs(model.get_layer("softmax").kernel_v.numpy() - kernel_v).max() > 0.01
+  after = export.TFLiteStepModel(sub8bit.float_step_model(model)).run(ids)
+  np.testing.assert_allclose(after, before, atol=1e-5)
