@@ -164,3 +164,15 @@ def test_rotating_factor_pairs_keeps_the_float_model():
   assert np.abs(model.get_layer("softmax").kernel_v.numpy() - kernel_v).max() > 0.01
   after = export.TFLiteStepModel(sub8bit.float_step_model(model)).run(ids)
   np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_gptq_keeps_a_pruned_weights_zeros():
+  rng = np.random.default_rng(4)
+  x = _correlated_inputs(rng, width=32)
+  w = rng.normal(size=(16, 32)).astype(np.float32)
+  w[rng.random(w.shape) < 0.5] = 0.0
+  q = gptq.gptq_round(w, x.T @ x, bits=4, clip_ratios=gptq.CLIP_RATIOS)
+  np.testing.assert_array_equal(q[w == 0], 0.0)
+  assert np.count_nonzero(q) <= np.count_nonzero(w)
+  fitted = gptq._round_matmul(w.T, x * 1.1, x, 4, 0, True, (1.0,))  # Refitted, then rounded.
+  np.testing.assert_array_equal(fitted.T[w == 0], 0.0)

@@ -105,7 +105,8 @@ def gptq_round(weight: np.ndarray, hessian: np.ndarray, bits: int, block_size: i
   inputs of the same row by the upper Cholesky factor of ``H^-1``. The
   largest weight of each row (block) takes no update, so it lands on
   ``±levels`` and the export recomputes the same scale; values are clipped to
-  ``±levels`` for the same reason.
+  ``±levels`` for the same reason. Weights that are exactly zero (pruned) stay zero
+  and take no update.
 
   Args:
     weight: ``[out, in]``.
@@ -151,6 +152,7 @@ def _gptq_round(weight, hessian, bits, block_size, damping, ratio) -> np.ndarray
   # H^-1 = U^T U: row i of U says how the inputs after i absorb input i's error.
   u = np.linalg.cholesky(np.linalg.inv(h)).T
   rows = np.arange(out_dim)
+  pruned = w == 0  # Zeros stay zeros: a pruned model's sparsity survives.
   q = np.empty_like(w)
   for i in range(in_dim):
     if i % span == 0:
@@ -165,6 +167,7 @@ def _gptq_round(weight, hessian, bits, block_size, damping, ratio) -> np.ndarray
       w[:, i + 1:] -= np.outer(error, u[i, i + 1:])
       later = pin_cols > i
       w[rows[later], pin_cols[later]] = pin_vals[later]
+      w[:, i + 1:][pruned[:, i + 1:]] = 0.0
   return q
 
 
@@ -213,6 +216,7 @@ def _round_matmul(unit_weight: np.ndarray, x_rounded: np.ndarray, x_float: np.nd
                   clip_ratios: tuple[float, ...]) -> np.ndarray:
   """A ``[in, out]`` matmul weight fed ``x_rounded`` (float model: ``x_float``), rounded."""
   w = refit(unit_weight, x_rounded, x_float) if refitting else unit_weight
+  w = np.where(unit_weight == 0, 0.0, w)  # A pruned weight stays pruned.
   hessian = np.asarray(x_rounded, np.float64).T @ np.asarray(x_rounded, np.float64)
   return gptq_round(w.T, hessian, bits, block_size, clip_ratios=clip_ratios).T
 
@@ -243,6 +247,8 @@ def rotate_factor_pairs(model: keras.Model, seed: int = ROTATION_SEED) -> list[s
     for a_name, b_name in _FACTOR_PAIRS.get(type(layer), ()):
       a, b = getattr(layer, a_name, None), getattr(layer, b_name, None)
       if a is None or b is None:
+        continue
+      if not (np.all(a.numpy()) and np.all(b.numpy())):  # Pruned factors keep their zeros.
         continue
       rank = int(a.shape[-1])
       rotation, _ = np.linalg.qr(rng.normal(size=(rank, rank)))
