@@ -518,3 +518,24 @@ def test_blocks_where_they_fit_leaves_other_weights_per_channel(tiny_model):
   assert set(report["recipe_per_group"].values()) == {"dynamic_wi4c_afp32"}
   with pytest.raises(UserError, match=r"^--block_size=128 fits no weight"):
     sub8bit.export_sub8bit(tiny_model, "int4", block_size=128, algorithm="min_max")
+
+
+@pytest.mark.parametrize("algorithm", ["hadamard", "min_max", "gptq"])
+def test_a_pruned_all_zero_row_gets_per_channel_min_max_scales(algorithm):
+  """ai-edge-quantizer 0.10.0 gives an all-zero block (and, rotated, an all-zero row) scale 0,
+  which XNNPACK refuses to load: such a group keeps min-max scales per channel."""
+  model = build_language_model(ModelConfig(vocab_size=40, embedding_size=32,
+                                           hidden_sizes=(32,)), seed=1)
+  kernel = model.get_layer("softmax").kernel
+  kernel.assign(kernel.numpy() * (np.arange(40) != 5))  # Word 5's row of the FC: zeros.
+  groups = sub8bit.weight_groups(sub8bit.float_step_model(model), model)
+  softmax = next(g for g in groups if g.name == "softmax")
+  assert softmax.zero_rows and softmax.zero_blocks == (32,)
+  assert not any(g.zero_rows for g in groups if g.name != "softmax")
+  ids = np.random.default_rng(0).integers(0, 40, 3000)
+  model_bytes, report = sub8bit.export_sub8bit(model, "int4", block_size=32,
+                                               algorithm=algorithm, calibration_ids=ids)
+  assert report["recipe_per_group"]["softmax"] == "dynamic_wi4c_afp32"
+  assert report["recipe_per_group"]["lstm_0"].startswith("dynamic_wi4b32")
+  logits = export.TFLiteStepModel(model_bytes).run(ids[:50])
+  assert np.all(np.isfinite(logits))

@@ -223,6 +223,9 @@ class WeightGroup:
     shape: its shape, ``[out, in]`` for FULLY_CONNECTED, ``[V, D]`` for a table.
     quantizable: False for a GATHER table (ai-edge-quantizer's dynamic and
       weight-only recipes do not quantize GATHER: it stays float32).
+    zero_blocks: the block sizes (of ``BLOCK_SIZES``) at which some block of the
+      weight is all zeros (a pruned model's); it gets no blocks of those sizes.
+    zero_rows: some row (output channel) is all zeros: no Hadamard rotation for it.
   """
 
   name: str
@@ -232,6 +235,8 @@ class WeightGroup:
   tensor: str
   shape: tuple[int, ...]
   quantizable: bool = True
+  zero_blocks: tuple[int, ...] = ()
+  zero_rows: bool = False
 
   @property
   def params(self) -> int:
@@ -244,6 +249,7 @@ class WeightGroup:
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
     d["ops"], d["scopes"], d["shape"] = list(self.ops), list(self.scopes), list(self.shape)
+    d["zero_blocks"] = list(self.zero_blocks)
     return d
 
 
@@ -275,6 +281,14 @@ def _keras_weight_name(weight: np.ndarray, model: keras.Model | None,
       if _matches_up_to_row_scale(weight, value) or _matches_up_to_row_scale(weight, value.T):
         return layer_name, short
   return None
+
+
+def _zero_blocks(weight: np.ndarray) -> tuple[int, ...]:
+  """The block sizes at which a row of ``weight`` (``[out, in]``) has an all-zero block."""
+  width = weight.shape[-1]
+  rows = weight.reshape(-1, width)
+  return tuple(b for b in BLOCK_SIZES if b and width % b == 0 and
+               bool(np.any(np.abs(rows.reshape(len(rows), width // b, b)).max(axis=2) == 0)))
 
 
 def weight_groups(model_bytes: bytes, keras_model: keras.Model | None = None
@@ -322,6 +336,7 @@ def weight_groups(model_bytes: bytes, keras_model: keras.Model | None = None
   groups, counters = [], {}
   for layer, weight_name, index, ops, scopes in rows:
     tensor = subgraph.tensors[index]
+    weight = _const_array(model, tensor)
     if per_layer[layer] == 1:
       name = layer
     else:
@@ -332,7 +347,10 @@ def weight_groups(model_bytes: bytes, keras_model: keras.Model | None = None
     groups.append(WeightGroup(name=name, layer=layer, ops=tuple(ops), scopes=tuple(scopes),
                               tensor=_name(tensor),
                               shape=tuple(int(s) for s in tensor.shape),
-                              quantizable="GATHER" not in ops))
+                              quantizable="GATHER" not in ops,
+                              zero_blocks=_zero_blocks(weight),
+                              zero_rows=bool(np.any(np.abs(weight.reshape(
+                                  -1, weight.shape[-1])).max(axis=1) == 0))))
   return groups
 
 
@@ -453,9 +471,11 @@ def group_algorithm(group: "WeightGroup", algorithm: str) -> str:
 
   ai-edge-quantizer 0.10.0 rotates along a weight's input width by the largest
   power of two dividing it; an odd width (a GroupReduce block of odd rank) has
-  none and its quantize fails, so that group keeps plain min-max scales.
+  none and its quantize fails, so that group keeps plain min-max scales; so does a
+  group with an all-zero row (pruned), which the rotation gives scale 0 (XNNPACK then
+  refuses the file).
   """
-  if algorithm == "hadamard" and group.shape[-1] % 2:
+  if algorithm == "hadamard" and (group.shape[-1] % 2 or group.zero_rows):
     return "min_max"
   return algorithm
 
@@ -485,7 +505,9 @@ def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size
   table). A group gets blocks where ``block_size`` divides that width and
   ai-edge-quantizer has a block-wise config for its op at its bits (0.10.0:
   dynamic 4 and 2 bits; 2 bits for FULLY_CONNECTED only); otherwise a scale
-  per output channel (per row).
+  per output channel (per row). A weight with an all-zero block (pruned) keeps a
+  scale per channel: ai-edge-quantizer 0.10.0 gives that block scale 0, which
+  XNNPACK refuses to load.
 
   Raises:
     UserError: a bad ``compute`` or ``block_size``, or no config at all for a
@@ -505,7 +527,8 @@ def plan_granularity(groups: list[WeightGroup], bits: dict[str, int], block_size
       plan[group.name] = "float32"
       continue
     options = ["CHANNELWISE"]
-    if block_size and group.shape[-1] % block_size == 0:
+    if (block_size and group.shape[-1] % block_size == 0
+        and block_size not in group.zero_blocks):
       options.insert(0, f"BLOCKWISE_{block_size}")
     for granularity in options:
       try:
