@@ -18,8 +18,9 @@ scale, and the quantizer then stores the rounded values exactly (tested: the
 int4 file computes the rounded model's float logits).
 
 First, each pair of low-rank factors is turned by a random rotation that their
-product absorbs (:func:`rotate_factor_pairs`). Then, what is rounded, in model order, each on the activations of the model rounded
-so far (the "sequential" calibration of the paper):
+product absorbs (:func:`rotate_factor_pairs`). Then, what is rounded, in model
+order, each on the activations of the model rounded so far (the "sequential"
+calibration of the paper):
 
 * the embedding: a looked-up row has no input, but its error reaches the model
   through the next matmul ``M`` only (a low-rank embedding's projection, else

@@ -283,12 +283,17 @@ def _keras_weight_name(weight: np.ndarray, model: keras.Model | None,
   return None
 
 
+def _has_zero_block(weight: np.ndarray, size: int) -> bool:
+  """Whether a row of ``weight`` (``[out, in]``; ``size`` divides ``in``) has ``size``
+  consecutive zeros starting at a multiple of ``size`` (``size = in``: an all-zero row)."""
+  rows = np.abs(weight.reshape(-1, weight.shape[-1]))
+  return bool(np.any(rows.reshape(len(rows), -1, size).max(axis=2) == 0))
+
+
 def _zero_blocks(weight: np.ndarray) -> tuple[int, ...]:
   """The block sizes at which a row of ``weight`` (``[out, in]``) has an all-zero block."""
   width = weight.shape[-1]
-  rows = weight.reshape(-1, width)
-  return tuple(b for b in BLOCK_SIZES if b and width % b == 0 and
-               bool(np.any(np.abs(rows.reshape(len(rows), width // b, b)).max(axis=2) == 0)))
+  return tuple(b for b in BLOCK_SIZES if b and width % b == 0 and _has_zero_block(weight, b))
 
 
 def weight_groups(model_bytes: bytes, keras_model: keras.Model | None = None
@@ -327,16 +332,16 @@ def weight_groups(model_bytes: bytes, keras_model: keras.Model | None = None
     match = _keras_weight_name(weight, keras_model, [layer])
     if layer not in layer_names and match:
       layer = match[0]
-    rows.append((layer, match[1] if match and match[0] == layer else "", index, ops, scopes))
+    rows.append((layer, match[1] if match and match[0] == layer else "", index, ops, scopes,
+                 weight))
   per_layer = {}
   for layer, *_ in rows:
     per_layer[layer] = per_layer.get(layer, 0) + 1
   order = {name: i for i, name in enumerate(layer_names)}
   rows.sort(key=lambda row: order.get(row[0], len(order)))  # Stable: graph order within a layer.
   groups, counters = [], {}
-  for layer, weight_name, index, ops, scopes in rows:
+  for layer, weight_name, index, ops, scopes, weight in rows:
     tensor = subgraph.tensors[index]
-    weight = _const_array(model, tensor)
     if per_layer[layer] == 1:
       name = layer
     else:
@@ -349,8 +354,7 @@ def weight_groups(model_bytes: bytes, keras_model: keras.Model | None = None
                               shape=tuple(int(s) for s in tensor.shape),
                               quantizable="GATHER" not in ops,
                               zero_blocks=_zero_blocks(weight),
-                              zero_rows=bool(np.any(np.abs(weight.reshape(
-                                  -1, weight.shape[-1])).max(axis=1) == 0))))
+                              zero_rows=_has_zero_block(weight, weight.shape[-1])))
   return groups
 
 
