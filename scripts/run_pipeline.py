@@ -28,7 +28,6 @@ from tflm_compress.data.generated import MarkovWordSource
 from tflm_compress.export import sub8bit
 from tflm_compress.export.modes import EXPORT_MODES
 from tflm_compress.models.config import PRESETS, get_preset
-from tflm_compress.models.loading import load_model
 from tflm_compress.training import Distillation
 
 FLAGS = flags.FLAGS
@@ -98,6 +97,9 @@ flags.DEFINE_enum("compose_grid", "small", compose.GRIDS, "--search=compose: sma
                   "embedding/softmax choices) or full (5 x 7).")
 flags.DEFINE_integer("compose_finalists", 1, "--search=compose: chains fine-tuned per budget.",
                      lower_bound=1)
+flags.DEFINE_list("compose_dropouts", [], "--search=compose: fine-tune each finalist once per "
+                  "dropout rate listed (e.g. 0,0.3; each with its own control), so the recipe "
+                  "is chosen on validation per chain; empty: --finetune_dropout for all.")
 flags.DEFINE_integer("compose_slice_tokens", 5000, "--search=compose: validation tokens each "
                      "screened export is scored on.", lower_bound=2)
 flags.DEFINE_integer("threads", 1, "Benchmark threads.", lower_bound=1)
@@ -108,30 +110,6 @@ flags.DEFINE_integer("generated_tokens", None, "Train tokens of the generated co
                      lower_bound=100)
 flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
 flags.DEFINE_bool("progress", False, "Show training progress bars.")
-
-
-def compose_search(config, runner, make_runner, corpus, output_dir, sizes, training):
-  """--search=compose: screens the chains, runs the finalists; the config with them added."""
-  base_path = runner.baseline_model_path()
-  width, hidden = compose.model_dims(load_model(base_path))
-  chains = compose.chain_grid(width, hidden, FLAGS.compose_grid)
-  if training:
-    chains = tuple(runner.check_variants(list(chains), skip_invalid=True))
-  screened = compose.screen(base_path, runner.baseline_hash(), chains, corpus, config.quantize,
-                            FLAGS.compose_slice_tokens, output_dir, log=print,
-                            export_settings=runner.export_settings)
-  io_utils.atomic_write_json(os.path.join(output_dir, "compose", "screen.json"),
-                             compose.screen_table(chains, screened))
-  limits = list(sizes) or [b.max_bytes for b in report.budgets(runner.collect_rows())]
-  if FLAGS.max_bytes:
-    limits.append(FLAGS.max_bytes)
-  chosen = compose.finalists(chains, screened, sorted(set(limits)), FLAGS.compose_finalists)
-  print(f"compose: {len(chains)} chains screened; fine-tuning {len(chosen)} finalists: "
-        f"{', '.join(v.name for v in chosen) or '(none fits a budget)'}")
-  config = dataclasses.replace(config, variants=config.variants + chosen)
-  if training and chosen:
-    make_runner(config, [v.name for v in chosen]).run()
-  return config
 
 
 def search_kind(output_dir: str, training: bool) -> str:
@@ -156,6 +134,8 @@ def main(argv):
   if search == "grid" and not (FLAGS.max_bytes or FLAGS.max_latency_ms):
     raise tflm_compress.UserError("--search needs a budget: --max_bytes and/or --max_latency_ms")
   sizes = tuple(compose.parse_sizes(",".join(FLAGS.budgets))) if FLAGS.budgets else ()
+  dropouts = tuple(cli.parse_floats("compose_dropouts", FLAGS.compose_dropouts))
+  compose.check_dropouts(dropouts)
   strategy = distribute.make_strategy(FLAGS.strategy)
   preset = get_preset(FLAGS.config)
   if FLAGS.epochs is not None:
@@ -196,7 +176,11 @@ def main(argv):
   if training:
     runner.run()
   if search == "compose":
-    config = compose_search(config, runner, make_runner, corpus, output_dir, sizes, training)
+    limits = report.budgets(runner.collect_rows(), FLAGS.max_bytes, FLAGS.max_latency_ms,
+                            sizes=sizes)
+    config = compose.search(config, runner, make_runner, limits, training,
+                            grid=FLAGS.compose_grid, slice_tokens=FLAGS.compose_slice_tokens,
+                            per_budget=FLAGS.compose_finalists, dropouts=dropouts)
     runner = make_runner(config, None)
   if search == "grid":
     grid = pipeline.search_variants(runner.collect_rows(), config.variants, FLAGS.max_bytes,

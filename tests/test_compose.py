@@ -10,7 +10,7 @@ import pytest
 
 import tflm_compress as tc
 from conftest import REPO_ROOT, compress_tiny_run
-from tflm_compress import compose, compression, export, report
+from tflm_compress import compose, compression, export, pipeline, report
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models.config import get_preset
 from tflm_compress.pipeline import Variant
@@ -44,19 +44,50 @@ def test_small_grid_crosses_lstm_and_output_parts_and_merges_low_rank():
 def test_finalists_are_the_lowest_screened_validation_ppl_that_fit_each_budget():
   chains = tuple(Variant(f"compose.c{i}", "low_rank", {"rank": i + 1}) for i in range(4))
   screened = {
-      "compose.c0": {"none": {"tflite_bytes": 900, "slice_ppl": 100.0},
-                     "dynamic": {"tflite_bytes": 300, "slice_ppl": 101.0}},
-      "compose.c1": {"none": {"tflite_bytes": 500, "slice_ppl": 99.0}},
-      "compose.c2": {"dynamic": {"tflite_bytes": 200, "slice_ppl": 120.0}},
-      "compose.c3": {"dynamic": {"tflite_bytes": 5000, "slice_ppl": 50.0}},
+      "compose.c0": {"none": {"tflite_bytes": 900, "slice_ppl": 100.0, "latency_ms_p50": 0.9},
+                     "dynamic": {"tflite_bytes": 300, "slice_ppl": 101.0,
+                                 "latency_ms_p50": 0.3}},
+      "compose.c1": {"none": {"tflite_bytes": 500, "slice_ppl": 99.0, "latency_ms_p50": 0.5}},
+      "compose.c2": {"dynamic": {"tflite_bytes": 200, "slice_ppl": 120.0,
+                                 "latency_ms_p50": 0.1}},
+      "compose.c3": {"dynamic": {"tflite_bytes": 5000, "slice_ppl": 50.0,
+                                 "latency_ms_p50": 5.0}},
   }
   names = lambda vs: [v.name for v in vs]
+  size = lambda n: report.Budget(f"size_{n}", "", max_bytes=n)
   # 1000 B: c1 (99) then c0 (100); 400 B: c0's dynamic (101) then c2; c3 never fits.
-  assert names(compose.finalists(chains, screened, [400, 1000], per_budget=2)) == [
+  assert names(compose.finalists(chains, screened, [size(400), size(1000)], per_budget=2)) == [
       "compose.c0", "compose.c2", "compose.c1"]
-  assert names(compose.finalists(chains, screened, [400, 1000], per_budget=1)) == [
+  assert names(compose.finalists(chains, screened, [size(400), size(1000)], per_budget=1)) == [
       "compose.c0", "compose.c1"]
-  assert compose.finalists(chains, screened, [100]) == ()
+  assert compose.finalists(chains, screened, [size(100)]) == ()
+  # A latency budget screens on the exports' timings: <= 0.4 ms keeps c0's dynamic and c2.
+  fast = report.Budget("fast", "", max_latency_ms=0.4)
+  assert names(compose.finalists(chains, screened, [fast], per_budget=3)) == [
+      "compose.c0", "compose.c2"]
+  # Both limits at once: <= 0.4 ms and <= 250 B leaves c2 alone.
+  both = report.Budget("both", "", max_bytes=250, max_latency_ms=0.4)
+  assert names(compose.finalists(chains, screened, [both], per_budget=3)) == ["compose.c2"]
+  # A screen without timings (written before they were taken) fits no latency budget.
+  untimed = {"compose.c2": {"dynamic": {"tflite_bytes": 200, "slice_ppl": 120.0}}}
+  assert compose.finalists(chains, untimed, [fast]) == ()
+
+
+def test_with_recipes_fine_tunes_each_finalist_once_per_dropout_with_its_own_control():
+  chains = (Variant("compose.lrL50", "low_rank", {"lstm_rank": 50}, distill=True),
+            Variant("compose.gr25", "group_reduce", {"gr_budget": 0.25}, distill=True))
+  assert compose.with_recipes(chains) == chains
+  got = compose.with_recipes(chains, (0.0, 0.3, 0.3))
+  assert [(v.name, v.finetune_dropout) for v in got] == [
+      ("compose.lrL50.do0", 0.0), ("compose.lrL50.do0.3", 0.3),
+      ("compose.gr25.do0", 0.0), ("compose.gr25.do0.3", 0.3)]
+  assert all(v.distill and v.method == c.method for v, c in zip(got, np.repeat(chains, 2)))
+  config = pipeline.PipelineConfig(preset=get_preset("tiny"), preset_name="tiny",
+                                   variants=got, finetune_dropout=None)
+  runner = pipeline.Pipeline(config, None, "unused")
+  assert [runner.control_of(v) for v in got[:2]] == ["control_kd.do0", "control_kd.do0.3"]
+  with pytest.raises(tc.UserError, match=r"^--compose_dropouts: 1\.5 must be in \[0, 1\)$"):
+    compose.with_recipes(chains, (0.3, 1.5))
 
 
 def test_screen_gives_exact_bytes_and_slice_ppl_of_the_uncompressed_chain(tiny_run, small_corpus,
@@ -80,6 +111,7 @@ def test_screen_gives_exact_bytes_and_slice_ppl_of_the_uncompressed_chain(tiny_r
     assert got[mode]["tflite_bytes"] == summary["tflite_bytes"]
     assert got[mode]["slice_ppl"] == pytest.approx(
         export.TFLiteStepModel(path).perplexity(ids, progress=False)["ppl"], rel=1e-9)
+    assert 0 < got[mode]["latency_ms_p50"] < 100  # Timed (compose.SCREEN_BENCHMARK).
   logits = export.keras_stream_logits(model, ids[:20])
   np.testing.assert_allclose(export.TFLiteStepModel(str(tmp_path / "none" / "model.tflite"))
                              .run(ids[:20]), logits, atol=1e-4)
@@ -162,6 +194,7 @@ def test_pipeline_composes_by_default_screens_fine_tunes_finalists_and_reports(t
   assert {r["chain"] for r in screened} == {
       c.name for c in compose.chain_grid(tiny.embedding_size, list(tiny.hidden_sizes))}
   assert {r["quantize"] for r in screened} == {"none", "dynamic"}
+  assert all(r["latency_ms_p50"] > 0 for r in screened)
   results = json.load(open(out / "results.json"))
   composed = [r for r in results["rows"] if r["variant"].startswith("compose.")]
   assert composed and all(r["distill"] for r in composed)

@@ -341,6 +341,17 @@ def _row(variant, size, valid_ppl, test_ppl):
           "tflite_valid_ppl": valid_ppl, "tflite_test_ppl": test_ppl, "latency_ms_p50": 1.0}
 
 
+@pytest.mark.parametrize("value, message", [
+    ("0,x", "error: --compose_dropouts entry 'x' is not a number\n"),
+    ("0.3,1.5", "error: --compose_dropouts: 1.5 must be in [0, 1)\n"),
+])
+def test_a_bad_compose_dropout_is_one_error_line_before_any_training(tmp_path, value, message):
+  proc = _pipeline(tmp_path / "out", f"--compose_dropouts={value}")
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 1 and err == message
+  assert not os.path.exists(tmp_path / "out")
+
+
 def test_search_runs_the_grid_and_reports_it(tmp_path):
   variants = tmp_path / "variants.json"
   variants.write_text(json.dumps([{"name": "lr4", "method": "low_rank", "params": {"rank": 4}}]))

@@ -11,7 +11,9 @@ then a PTQ mode. The search spends in two steps:
    fixed PTQ mode (``SCREEN_MODES`` of the pipeline's ``--quantize``), and each
    ``.tflite`` gives its exact bytes and its perplexity on the first
    ``slice_tokens`` of the **validation** split.
-2. **Spend**: for each size budget, the ``finalists`` chains with the lowest
+   Each export is also timed for a moment (``SCREEN_BENCHMARK``, one thread), so
+   a latency budget (``--max_latency_ms``) screens as a size budget does.
+2. **Spend**: for each budget, the ``finalists`` chains with the lowest
    screened perplexity among exports that fit become pipeline variants
    (``compose.<chain>``), fine-tuned with the full recipe and distilled (from
    the reference model: the recipe's control when it beats the base model),
@@ -22,24 +24,29 @@ The winner per budget is then chosen on validation perplexity of the
 single-method row of the same budget beside it. Test is reported, never used.
 """
 
+import dataclasses
 import os
 import shutil
 from typing import Callable
 
-from tflm_compress import compression, names, report, stages
+from tflm_compress import compression, io_utils, names, report, stages
+from tflm_compress.benchmark.host import BenchmarkSettings, benchmark_step_model
 from tflm_compress.data.corpus import Corpus
 from tflm_compress.errors import UserError
 from tflm_compress.export.bundle import export_step_model
 from tflm_compress.export.runtime import TFLiteStepModel
 from tflm_compress.methods.base import CompressionContext
 from tflm_compress.models.loading import load_model
-from tflm_compress.pipeline import Variant
+from tflm_compress.pipeline import Pipeline, PipelineConfig, Variant
 
 PREFIX = report.COMPOSE_PREFIX
 GRIDS = ("small", "full")
 # The modes a chain is screened in: those with a fixed recipe (auto/mixed choose bits per
 # model; they are measured on the finalists only).
 SCREEN_MODES = ("none", "dynamic", "float16", "int8", "int4")
+# A screened export's timing: a moment of one-thread runs, enough to rank chains against a
+# latency budget (the finalists get the pipeline's full benchmark).
+SCREEN_BENCHMARK = BenchmarkSettings(num_runs=30, min_secs=0.1, warmup_min_secs=0.05)
 _SIZE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}
 # (method spec, PTQ mode) -> export_step_model keyword arguments (Pipeline.export_settings).
 ExportSettings = Callable[[str, str], dict]
@@ -123,7 +130,8 @@ def chain_grid(width: int, hidden: list[int], grid: str = "small") -> tuple[Vari
 def screen_chain(base_model_path: str, variant: Variant, corpus: Corpus, modes: list[str],
                  slice_tokens: int, folder: str, calibration_steps: int = 200,
                  export_settings: ExportSettings | None = None) -> dict:
-  """One chain, not fine-tuned: ``{mode: {"tflite_bytes", "slice_ppl"}}`` (see module doc).
+  """One chain, not fine-tuned: ``{mode: {"tflite_bytes", "slice_ppl", "latency_ms_p50"}}``
+  (see the module doc).
 
   ``export_settings(method, mode)``: the export's keyword arguments (block size,
   scale algorithm), as the pipeline gives its variants, so screened bytes are
@@ -143,7 +151,8 @@ def screen_chain(base_model_path: str, variant: Variant, corpus: Corpus, modes: 
                                 calibration_steps=calibration_steps, method=variant.method,
                                 log=lambda line: None, **settings)
     out[mode] = {"tflite_bytes": summary["tflite_bytes"],
-                 "slice_ppl": TFLiteStepModel(path).perplexity(ids, progress=False)["ppl"]}
+                 "slice_ppl": TFLiteStepModel(path).perplexity(ids, progress=False)["ppl"],
+                 "latency_ms_p50": benchmark_step_model(path, SCREEN_BENCHMARK).latency_ms.p50}
     shutil.rmtree(os.path.dirname(path))  # The finalists are exported again, and verified.
   return out
 
@@ -161,7 +170,8 @@ def screen(base_model_path: str, base_hash: str, chains: tuple[Variant, ...], co
   results = {}
   for chain in chains:
     config = {"stage": "compose_screen", "baseline": base_hash, "method": chain.method,
-              "params": chain.params, "modes": modes, "slice_tokens": slice_tokens}
+              "params": chain.params, "modes": modes, "slice_tokens": slice_tokens,
+              "benchmark": SCREEN_BENCHMARK.to_dict()}
     settings = {m: export_settings(chain.method, m) for m in modes} if export_settings else {}
     if any(settings.values()):  # Absent when empty: earlier screens keep their hash.
       config["export_settings"] = settings
@@ -173,16 +183,22 @@ def screen(base_model_path: str, base_hash: str, chains: tuple[Variant, ...], co
   return results
 
 
-def finalists(chains: tuple[Variant, ...], screened: dict[str, dict], budgets: list[int],
-              per_budget: int = 2) -> tuple[Variant, ...]:
-  """The chains worth fine-tuning: per budget, the ``per_budget`` of lowest screened
-  validation-slice perplexity among their exports that fit (ties: the smaller export)."""
+def _fits(export: dict, budget: report.Budget) -> bool:
+  return ((budget.max_bytes is None or export["tflite_bytes"] <= budget.max_bytes) and
+          (budget.max_latency_ms is None or
+           export.get("latency_ms_p50", float("inf")) <= budget.max_latency_ms))
+
+
+def finalists(chains: tuple[Variant, ...], screened: dict[str, dict],
+              budgets: list[report.Budget], per_budget: int = 2) -> tuple[Variant, ...]:
+  """The chains worth fine-tuning: per budget (bytes and/or ms per token), the
+  ``per_budget`` of lowest screened validation-slice perplexity among their exports
+  that fit (ties: the smaller export)."""
   chosen = []
-  for max_bytes in budgets:
+  for budget in budgets:
     fits = []
     for chain in chains:
-      exports = [e for e in screened.get(chain.name, {}).values()
-                 if e["tflite_bytes"] <= max_bytes]
+      exports = [e for e in screened.get(chain.name, {}).values() if _fits(e, budget)]
       if exports:
         best = min(exports, key=lambda e: (e["slice_ppl"], e["tflite_bytes"]))
         fits.append((best["slice_ppl"], best["tflite_bytes"], chain.name, chain))
@@ -190,6 +206,29 @@ def finalists(chains: tuple[Variant, ...], screened: dict[str, dict], budgets: l
       if chain not in chosen:
         chosen.append(chain)
   return tuple(chosen)
+
+
+def check_dropouts(dropouts: tuple[float, ...]) -> None:
+  """One clear error for a ``--compose_dropouts`` rate outside [0, 1)."""
+  for rate in dropouts:
+    if not 0.0 <= rate < 1.0:
+      raise UserError(f"--compose_dropouts: {rate:g} must be in [0, 1)")
+
+
+def with_recipes(chains: tuple[Variant, ...], dropouts: tuple[float, ...] = ()
+                 ) -> tuple[Variant, ...]:
+  """Each chain once per fine-tuning dropout of ``dropouts`` (``<chain>.do<rate>``; its
+  control is the control of that dropout), so the recipe is chosen per chain, on
+  validation, like its sizes; no dropouts: the chains as given (the pipeline's recipe).
+
+  Dropout helps some chains and hurts others: on PTB ``small`` at 3 epochs 0.3 took
+  the dense control from 124.6 to 98.9 test, and low-rank r=32 from 113.2 to 119.1.
+  """
+  check_dropouts(dropouts)
+  if not dropouts:
+    return chains
+  return tuple(dataclasses.replace(c, name=f"{c.name}.do{rate:g}", finetune_dropout=rate)
+               for c in chains for rate in dict.fromkeys(dropouts))
 
 
 def screen_table(chains: tuple[Variant, ...], screened: dict[str, dict]) -> list[dict]:
@@ -200,3 +239,36 @@ def screen_table(chains: tuple[Variant, ...], screened: dict[str, dict]) -> list
 
 __all__ = ["GRIDS", "PREFIX", "SCREEN_MODES", "chain_grid", "finalists",
            "model_dims", "parse_sizes", "screen", "screen_chain", "screen_table"]
+
+
+def search(config: PipelineConfig, runner: Pipeline,
+           make_pipeline: Callable[[PipelineConfig, list[str] | None], Pipeline],
+           budgets: list[report.Budget], training: bool, grid: str = "small",
+           slice_tokens: int = 5000, per_budget: int = 2, dropouts: tuple[float, ...] = (),
+           log: Callable[[str], None] = print) -> PipelineConfig:
+  """``--search=compose``: screens the chains of ``grid`` on ``runner``'s base model,
+  fine-tunes the finalists of ``budgets`` as variants (when ``training``; else their
+  finished stages are only merged) and returns ``config`` with them added.
+
+  ``make_pipeline(config, only)`` builds the pipeline that runs the finalists
+  (the caller's corpus, output dir and strategy); ``dropouts``: each finalist is
+  fine-tuned once per rate (:func:`with_recipes`). Writes
+  ``<output_dir>/compose/screen.json``, one row per screened export.
+  """
+  base_path = runner.baseline_model_path()
+  width, hidden = model_dims(load_model(base_path))
+  chains = chain_grid(width, hidden, grid)
+  if training:
+    chains = tuple(runner.check_variants(list(chains), skip_invalid=True))
+  screened = screen(base_path, runner.baseline_hash(), chains, runner.corpus, config.quantize,
+                    slice_tokens, runner.output_dir, log=log,
+                    export_settings=runner.export_settings)
+  io_utils.atomic_write_json(os.path.join(runner.output_dir, "compose", "screen.json"),
+                             screen_table(chains, screened))
+  chosen = with_recipes(finalists(chains, screened, budgets, per_budget), dropouts)
+  log(f"compose: {len(chains)} chains screened; fine-tuning {len(chosen)} finalists: "
+      f"{', '.join(v.name for v in chosen) or '(none fits a budget)'}")
+  config = dataclasses.replace(config, variants=config.variants + chosen)
+  if training and chosen:
+    make_pipeline(config, [v.name for v in chosen]).run()
+  return config
