@@ -76,6 +76,8 @@ flags.DEFINE_bool("report_only", False, "Only merge finished variants into the r
 flags.DEFINE_bool("rebenchmark", False,
                   "Re-time every finished export side by side in this process (e.g. on a quiet "
                   "machine after a fan-out), then report.")
+flags.DEFINE_integer("rebenchmark_rounds", 3, "--rebenchmark: interleaved rounds over all "
+                     "exports; each keeps its median round.", lower_bound=1)
 flags.DEFINE_integer("max_bytes", None, "Budget: largest .tflite in bytes.", lower_bound=1)
 flags.DEFINE_float("max_latency_ms", None, "Budget: slowest p50 ms per token on this host.")
 flags.DEFINE_enum("search", None, list(SEARCH_KINDS),
@@ -194,7 +196,7 @@ def main(argv):
       make_runner(config, [v.name for v in grid]).run()
     runner = make_runner(config, None)
   if FLAGS.rebenchmark:
-    runner.rebenchmark()
+    runner.rebenchmark(FLAGS.rebenchmark_rounds)
   rows = runner.collect_rows()
   if not any(row["variant"] == pipeline.BASELINE for row in rows):
     print(f"report: not written: the baseline has not finished in {output_dir} "

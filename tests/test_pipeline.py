@@ -118,11 +118,20 @@ def test_fan_out_over_two_processes_equals_one_process(tmp_path):
   _check_answer(tmp_path / "two", out, "max_bytes_10000000", "your budget (<= 10,000,000 B)",
                 10_000_000)
   # Re-timing every export side by side keeps the rows and replaces the latencies.
-  rebench = _pipeline(tmp_path / "two", *flags, "--rebenchmark")
+  # Re-timing every export side by side (rounds interleaved) keeps the rows and replaces
+  # the latencies with each export's median round.
+  rebench = _pipeline(tmp_path / "two", *flags, "--rebenchmark", "--rebenchmark_rounds=3")
   out, err = rebench.communicate(timeout=300)
   assert rebench.returncode == 0, err[-3000:]
   assert out.count("re-benchmarked") == 8
   assert _rows(tmp_path / "two") == _rows(tmp_path / "one")
+  for line in (l for l in out.splitlines() if "re-benchmarked" in l):
+    p50 = float(line.split("p50 ")[1].split(" ms")[0])
+    rounds = [float(x) for x in line.split("(rounds: ")[1].rstrip(")").split(", ")]
+    assert len(rounds) == 3 and p50 == pytest.approx(sorted(rounds)[1], rel=1e-3), line
+  timed = json.load(open(tmp_path / "two" / "results.json"))["rows"]
+  assert all(len(r["latency_round_p50s"]) == 3 and
+             r["latency_ms_p50"] == sorted(r["latency_round_p50s"])[1] for r in timed)
   # A rerun finds every stage up to date.
   again = _pipeline(tmp_path / "one", *flags)
   out, _ = again.communicate(timeout=300)

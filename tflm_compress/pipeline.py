@@ -703,26 +703,38 @@ class Pipeline:
     return {"latency_ms_p50": latency["p50"], "latency_ms_p95": latency["p95"],
             "latency_floor_ratio": floor.get("ratio")}
 
-  def rebenchmark(self) -> int:
-    """Re-times every finished export, one after another in this process.
+  def rebenchmark(self, rounds: int = 3) -> int:
+    """Re-times every finished export side by side in this process, in ``rounds``
+    interleaved rounds (A, B, ..., A, B, ...), so machine noise hits all alike.
 
     Latencies measured at different times on a shared machine do not compare;
-    this re-measures all of them side by side (e.g. on a quiet machine, after
-    the fan-out), replacing each benchmark stage's result. Returns the count.
+    this re-measures all of them (e.g. on a quiet machine, after the fan-out),
+    replacing each benchmark stage's result with the median round's p50 and p95
+    (the floor ratio follows it) and the rounds' p50s. Returns the count.
     """
-    count = 0
+    if rounds < 1:
+      raise UserError(f"--rebenchmark_rounds={rounds}; must be >= 1")
+    exports = []
     for variant in self._all_variants():
       for mode in self.config.quantize:
         export_result = stages.read_done(os.path.join(self._variant_dir(variant.name), mode))
-        if export_result is None:
-          continue
-        folder = os.path.join(self._variant_dir(variant.name), mode, "bench")
-        io_utils.makedirs(folder)
-        result = self._benchmark(export_result["tflite"], folder)
-        stages.replace_result(folder, result)
-        self.log(f"{variant.name}+{mode}: re-benchmarked, p50 {result['latency_ms_p50']} ms")
-        count += 1
-    return count
+        if export_result is not None:
+          folder = os.path.join(self._variant_dir(variant.name), mode, "bench")
+          io_utils.makedirs(folder)
+          exports.append((f"{variant.name}+{mode}", export_result["tflite"], folder))
+    timed = {name: [] for name, _, _ in exports}
+    for _ in range(rounds):
+      for name, tflite, folder in exports:
+        timed[name].append(self._benchmark(tflite, folder))
+    for name, _, folder in exports:
+      results = timed[name]
+      p50s = [r["latency_ms_p50"] for r in results]
+      median = sorted(results, key=lambda r: r["latency_ms_p50"])[(len(results) - 1) // 2]
+      result = {**median, "latency_round_p50s": p50s}
+      stages.replace_result(folder, result)
+      self.log(f"{name}: re-benchmarked, p50 {result['latency_ms_p50']} ms "
+               f"(rounds: {', '.join(f'{p:.4g}' for p in p50s)})")
+    return len(exports)
 
   # ----- driver -----
   def run(self) -> list[dict]:
@@ -811,6 +823,8 @@ class Pipeline:
     for key in ("bits", "quantization", "sensitivity"):  # int4 / mixed / auto exports.
       if key in export_result:
         row[key] = export_result[key]
+    if "latency_round_p50s" in bench:  # Re-timed in interleaved rounds (rebenchmark).
+      row["latency_round_p50s"] = bench["latency_round_p50s"]
     return row
 
   def collect_rows(self) -> list[dict]:
