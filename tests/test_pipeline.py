@@ -129,7 +129,12 @@ def test_fan_out_over_two_processes_equals_one_process(tmp_path):
     p50 = float(line.split("p50 ")[1].split(" ms")[0])
     rounds = [float(x) for x in line.split("(rounds: ")[1].rstrip(")").split(", ")]
     assert len(rounds) == 3 and p50 == pytest.approx(sorted(rounds)[1], rel=1e-3), line
+  bench = tmp_path / "two" / "variants" / "lr4" / "dynamic" / "bench"
+  assert sorted(os.listdir(bench)) == ["DONE.json", "STAGE.json", "benchmark.json"]
   timed = json.load(open(tmp_path / "two" / "results.json"))["rows"]
+  lr4 = next(r for r in timed if r["name"] == "lr4+dynamic")
+  report_p50 = json.load(open(bench / "benchmark.json"))["results"]["host-litert"]["latency_ms"]
+  assert report_p50["p50"] == lr4["latency_ms_p50"]  # The kept report is the median round's.
   assert all(len(r["latency_round_p50s"]) == 3 and
              r["latency_ms_p50"] == sorted(r["latency_round_p50s"])[1] for r in timed)
   # A rerun finds every stage up to date.

@@ -237,8 +237,6 @@ def screen_table(chains: tuple[Variant, ...], screened: dict[str, dict]) -> list
           for c in chains for mode, e in screened.get(c.name, {}).items()]
 
 
-__all__ = ["GRIDS", "PREFIX", "SCREEN_MODES", "chain_grid", "finalists",
-           "model_dims", "parse_sizes", "screen", "screen_chain", "screen_table"]
 
 
 def search(config: PipelineConfig, runner: Pipeline,
@@ -272,3 +270,8 @@ def search(config: PipelineConfig, runner: Pipeline,
   if training and chosen:
     make_pipeline(config, [v.name for v in chosen]).run()
   return config
+
+
+__all__ = ["GRIDS", "PREFIX", "SCREEN_BENCHMARK", "SCREEN_MODES", "chain_grid",
+           "check_dropouts", "finalists", "model_dims", "parse_sizes", "screen",
+           "screen_chain", "screen_table", "search", "with_recipes"]

@@ -29,6 +29,7 @@ say) against a shared output dir; ``report_only`` merges what has finished.
 import dataclasses
 import json
 import os
+import shutil
 from typing import Callable
 
 import tensorflow as tf
@@ -723,14 +724,20 @@ class Pipeline:
           io_utils.makedirs(folder)
           exports.append((f"{variant.name}+{mode}", export_result["tflite"], folder))
     timed = {name: [] for name, _, _ in exports}
-    for _ in range(rounds):
+    for round_index in range(rounds):
       for name, tflite, folder in exports:
-        timed[name].append(self._benchmark(tflite, folder))
+        round_folder = os.path.join(folder, "rounds", str(round_index))
+        io_utils.makedirs(round_folder)
+        timed[name].append(self._benchmark(tflite, round_folder))
     for name, _, folder in exports:
       results = timed[name]
       p50s = [r["latency_ms_p50"] for r in results]
-      median = sorted(results, key=lambda r: r["latency_ms_p50"])[(len(results) - 1) // 2]
-      result = {**median, "latency_round_p50s": p50s}
+      median = sorted(range(rounds), key=lambda i: p50s[i])[(rounds - 1) // 2]
+      result = {**results[median], "latency_round_p50s": p50s}
+      # The median round's full report becomes the export's benchmark.json.
+      os.replace(os.path.join(folder, "rounds", str(median), "benchmark.json"),
+                 os.path.join(folder, "benchmark.json"))
+      shutil.rmtree(os.path.join(folder, "rounds"))
       stages.replace_result(folder, result)
       self.log(f"{name}: re-benchmarked, p50 {result['latency_ms_p50']} ms "
                f"(rounds: {', '.join(f'{p:.4g}' for p in p50s)})")
