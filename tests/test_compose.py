@@ -1,5 +1,6 @@
 """The composition search (tflm_compress.compose, run_pipeline.py --search=compose)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -86,8 +87,24 @@ def test_with_recipes_fine_tunes_each_finalist_once_per_dropout_with_its_own_con
                                    variants=got, finetune_dropout=None)
   runner = pipeline.Pipeline(config, None, "unused")
   assert [runner.control_of(v) for v in got[:2]] == ["control_kd.do0", "control_kd.do0.3"]
-  with pytest.raises(tc.UserError, match=r"^--compose_dropouts: 1\.5 must be in \[0, 1\)$"):
+  with pytest.raises(tc.UserError, match=r"^--compose_dropouts=1\.5; must be in \[0, 1\)$"):
     compose.with_recipes(chains, (0.3, 1.5))
+
+
+def test_a_finalist_already_in_variants_runs_once_and_a_namesake_with_other_settings_fails():
+  chain = Variant("compose.lrL50.do0", "low_rank", {"lstm_rank": 50}, distill=True,
+                  finetune_dropout=0.0)
+  other = Variant("compose.gr25.do0", "group_reduce", {"gr_budget": 0.25}, distill=True,
+                  finetune_dropout=0.0)
+  config = pipeline.PipelineConfig(preset=get_preset("tiny"), preset_name="tiny",
+                                   variants=(chain,))
+  assert compose._new_variants(config, (chain, other)) == (other,)
+  renamed = dataclasses.replace(chain, params={"lstm_rank": 40})
+  config = dataclasses.replace(config, variants=(renamed,))
+  with pytest.raises(tc.UserError, match=(
+      r"^variant 'compose\.lrL50\.do0' of --variants is not the composition search's chain "
+      r"of that name \(low_rank, \{'lstm_rank': 50\}\); rename it$")):
+    compose._new_variants(config, (chain,))
 
 
 def test_screen_gives_exact_bytes_and_slice_ppl_of_the_uncompressed_chain(tiny_run, small_corpus,

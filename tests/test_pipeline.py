@@ -357,7 +357,7 @@ def _row(variant, size, valid_ppl, test_ppl):
 
 @pytest.mark.parametrize("value, message", [
     ("0,x", "error: --compose_dropouts entry 'x' is not a number\n"),
-    ("0.3,1.5", "error: --compose_dropouts: 1.5 must be in [0, 1)\n"),
+    ("0.3,1.5", "error: --compose_dropouts=1.5; must be in [0, 1)\n"),
 ])
 def test_a_bad_compose_dropout_is_one_error_line_before_any_training(tmp_path, value, message):
   proc = _pipeline(tmp_path / "out", f"--compose_dropouts={value}")

@@ -183,12 +183,6 @@ def screen(base_model_path: str, base_hash: str, chains: tuple[Variant, ...], co
   return results
 
 
-def _fits(export: dict, budget: report.Budget) -> bool:
-  return ((budget.max_bytes is None or export["tflite_bytes"] <= budget.max_bytes) and
-          (budget.max_latency_ms is None or
-           export.get("latency_ms_p50", float("inf")) <= budget.max_latency_ms))
-
-
 def finalists(chains: tuple[Variant, ...], screened: dict[str, dict],
               budgets: list[report.Budget], per_budget: int = 2) -> tuple[Variant, ...]:
   """The chains worth fine-tuning: per budget (bytes and/or ms per token), the
@@ -198,7 +192,7 @@ def finalists(chains: tuple[Variant, ...], screened: dict[str, dict],
   for budget in budgets:
     fits = []
     for chain in chains:
-      exports = [e for e in screened.get(chain.name, {}).values() if _fits(e, budget)]
+      exports = [e for e in screened.get(chain.name, {}).values() if budget.fits(e)]
       if exports:
         best = min(exports, key=lambda e: (e["slice_ppl"], e["tflite_bytes"]))
         fits.append((best["slice_ppl"], best["tflite_bytes"], chain.name, chain))
@@ -211,8 +205,7 @@ def finalists(chains: tuple[Variant, ...], screened: dict[str, dict],
 def check_dropouts(dropouts: tuple[float, ...]) -> None:
   """One clear error for a ``--compose_dropouts`` rate outside [0, 1)."""
   for rate in dropouts:
-    if not 0.0 <= rate < 1.0:
-      raise UserError(f"--compose_dropouts: {rate:g} must be in [0, 1)")
+    compression.check_dropout(rate, flag="--compose_dropouts")
 
 
 def with_recipes(chains: tuple[Variant, ...], dropouts: tuple[float, ...] = ()
@@ -237,6 +230,17 @@ def screen_table(chains: tuple[Variant, ...], screened: dict[str, dict]) -> list
           for c in chains for mode, e in screened.get(c.name, {}).items()]
 
 
+def _new_variants(config: PipelineConfig, chosen: tuple[Variant, ...]) -> tuple[Variant, ...]:
+  """The finalists not already configured (``--variants`` may list a finalist, e.g. one
+  written out after an earlier search); one of the same name but other settings is an
+  error, not a silent choice between the two."""
+  configured = {v.name: v for v in config.variants}
+  for variant in chosen:
+    if configured.get(variant.name, variant) != variant:
+      raise UserError(f"variant {variant.name!r} of --variants is not the composition "
+                      f"search's chain of that name ({variant.method}, {variant.params}); "
+                      "rename it")
+  return tuple(v for v in chosen if v.name not in configured)
 
 
 def search(config: PipelineConfig, runner: Pipeline,
@@ -266,7 +270,7 @@ def search(config: PipelineConfig, runner: Pipeline,
   chosen = with_recipes(finalists(chains, screened, budgets, per_budget), dropouts)
   log(f"compose: {len(chains)} chains screened; fine-tuning {len(chosen)} finalists: "
       f"{', '.join(v.name for v in chosen) or '(none fits a budget)'}")
-  config = dataclasses.replace(config, variants=config.variants + chosen)
+  config = dataclasses.replace(config, variants=config.variants + _new_variants(config, chosen))
   if training and chosen:
     make_pipeline(config, [v.name for v in chosen]).run()
   return config

@@ -86,9 +86,10 @@ def set_dropout(model: keras.Model, rate: float) -> dict:
   return previous
 
 
-def check_dropout(rate: float) -> None:
+def check_dropout(rate: float, flag: str = "--finetune_dropout") -> None:
+  """One clear error, naming ``flag``, for a dropout rate outside [0, 1)."""
   if not 0.0 <= rate < 1.0:
-    raise UserError(f"--finetune_dropout={rate}; must be in [0, 1)")
+    raise UserError(f"{flag}={rate}; must be in [0, 1)")
 
 
 def restore_dropout(previous: dict) -> None:

@@ -141,12 +141,6 @@ def annotate(rows: list[dict], eval_split: str = "test") -> list[dict]:
   return sorted(out, key=lambda r: (r["tflite_bytes"], r["name"]))
 
 
-def _fits(row, max_bytes, max_latency_ms) -> bool:
-  return ((max_bytes is None or row["tflite_bytes"] <= max_bytes) and
-          (max_latency_ms is None or
-           (row.get("latency_ms_p50") or float("inf")) <= max_latency_ms))
-
-
 def best_within(rows: list[dict], max_bytes: int | None, max_latency_ms: float | None
                 ) -> dict | None:
   """The row of lowest validation perplexity within the budget (None if none fits).
@@ -155,7 +149,7 @@ def best_within(rows: list[dict], max_bytes: int | None, max_latency_ms: float |
   one, or the fastest for a budget on latency alone.
   """
   fits = [r for r in rows if r.get(CHOICE_KEY) is not None and
-          _fits(r, max_bytes, max_latency_ms)]
+          Budget("", "", max_bytes, max_latency_ms).fits(r)]
   if not fits:
     return None
   lowest = min(r[CHOICE_KEY] for r in fits)
@@ -198,6 +192,14 @@ class Budget:
   label: str
   max_bytes: int | None = None
   max_latency_ms: float | None = None
+
+  def fits(self, row: dict) -> bool:
+    """Whether a row (or a screened export) with ``tflite_bytes`` and, for a latency
+    limit, ``latency_ms_p50`` is within both limits; an untimed one fits no latency
+    limit."""
+    return ((self.max_bytes is None or row["tflite_bytes"] <= self.max_bytes) and
+            (self.max_latency_ms is None or
+             (row.get("latency_ms_p50") or float("inf")) <= self.max_latency_ms))
 
 
 def budgets(rows: list[dict], max_bytes: int | None = None,
