@@ -247,8 +247,9 @@ def test_step_model_cost_counts_every_lstm_matmul(tiny_step_model_path):
 def test_floor_reference_streams_the_models_bytes(kind):
   cost = floor.StepCost(weight_bytes=2_640_200, weight_bytes_by_kind={kind: 2_640_200})
   reference = floor.plan_reference(cost)
-  bytes_per_weight = 4 if kind == "float32" else 1
-  # K: the power of two at most sqrt(weights): 660050 float32 weights -> 512; 2640200 -> 1024.
+  bytes_per_weight = {"float32": 4, "int4_weights": 0.5, "int2_weights": 0.25}.get(kind, 1)
+  # K: the power of two at most sqrt(weights): 660050 float32 weights -> 512; the other
+  # kinds' 2.6M to 10.6M -> 1024 (the most).
   assert reference.weight_kind == kind
   assert reference.input_size == (512 if kind == "float32" else 1024)
   assert cost.weight_bytes <= reference.weight_bytes < cost.weight_bytes + 1024 * bytes_per_weight
@@ -256,6 +257,7 @@ def test_floor_reference_streams_the_models_bytes(kind):
       floor.FloorReference(kind, 64, 48))))
   assert built.main_weight_kind == kind
   assert built.weight_bytes_by_op["FULLY_CONNECTED"] == 64 * 48 * bytes_per_weight
+  assert built.weight_bytes_by_kind == {kind: 64 * 48 * bytes_per_weight}
   assert built.flops_by_op["FULLY_CONNECTED"] == 2 * 64 * 48
 
 

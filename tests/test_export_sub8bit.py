@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from tflm_compress import export
+from tflm_compress import compose, export
+from tflm_compress.benchmark import floor
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite, sub8bit
 from tflm_compress.export.meta import ModelMeta
@@ -114,6 +115,23 @@ def test_int4_quantization_names_the_recipe(exported):
       "int4 (ai-edge-quantizer dynamic_wi4c_afp32: embedding:4,lstm_0:4,lstm_1:4,softmax:4)")
   assert summary["sub8bit"]["recipe"], "the ai-edge-quantizer recipe goes into the report"
   assert summary["quantization"]["FULLY_CONNECTED"] == {"int4_weights": 3}
+
+
+def test_int4_step_cost_reads_half_a_byte_per_weight_and_its_floor_is_int4(exported,
+                                                                          tiny_model):
+  path, _ = exported["int4"]
+  with open(path, "rb") as f:
+    cost = floor.step_cost(inspect_tflite.parse(f.read()))
+  width, hidden = compose.model_dims(tiny_model)
+  vocab = int(tiny_model.get_layer("softmax").units)
+  inputs = [width] + hidden[:-1]
+  kernels = sum(4 * h * (i + h) for i, h in zip(inputs, hidden)) + vocab * hidden[-1]
+  biases = 4 * (sum(4 * h for h in hidden) + vocab)  # float32, beside the 4-bit kernels.
+  assert cost.weight_bytes_by_op["FULLY_CONNECTED"] == kernels // 2 + biases
+  assert cost.main_weight_kind == "int4_weights"
+  reference = floor.plan_reference(cost)
+  assert reference.weight_kind == "int4_weights"
+  assert reference.weight_bytes >= cost.weight_bytes
 
 
 def test_auto_report_follows_the_greedy_rule(exported):

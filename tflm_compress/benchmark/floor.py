@@ -16,8 +16,10 @@ must compute and read:
   that read its output read float32, 4 bytes per weight.
 
 Weight bytes are grouped by how the runtime computes with them:
-``float32``, ``int8_weights`` (int8 weights, float activations: dynamic range)
-and ``int8`` (int8 weights and activations).
+``float32``, ``int8_weights`` (int8 weights, float activations: dynamic range),
+``int4_weights`` / ``int2_weights`` (the same with packed 4- or 2-bit weights, as
+ai-edge-quantizer writes them: half or a quarter of a byte each) and ``int8``
+(int8 weights and activations).
 
 :func:`plan_reference` / :func:`build_reference_model` make the floor: a
 ``.tflite`` with a single ``FULLY_CONNECTED`` ``[1, K] x [K, N]`` of the
@@ -40,7 +42,7 @@ from tflm_compress.benchmark.schema import BenchmarkResult
 from tflm_compress.errors import UserError
 from tflm_compress.export import inspect_tflite
 
-WEIGHT_KINDS = ("float32", "int8_weights", "int8")
+WEIGHT_KINDS = ("float32", "int8_weights", "int4_weights", "int2_weights", "int8")
 
 _MATMUL_OPS = {"FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D"}
 _GATHER_OPS = {"GATHER", "EMBEDDING_LOOKUP"}
@@ -61,9 +63,14 @@ _REDUCTIONS = {"SUM", "MEAN", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "ARG_MA
 _ITEMSIZE = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2,
              schema.TensorType.INT32: 4, schema.TensorType.INT64: 8,
              schema.TensorType.INT16: 2, schema.TensorType.INT8: 1,
-             schema.TensorType.UINT8: 1, schema.TensorType.BOOL: 1}
+             schema.TensorType.UINT8: 1, schema.TensorType.BOOL: 1,
+             schema.TensorType.INT4: 0.5, schema.TensorType.INT2: 0.25}
 _INT8_TYPES = {schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT16}
-_BYTES_PER_WEIGHT = {"float32": 4, "int8_weights": 1, "int8": 1}
+_BYTES_PER_WEIGHT = {"float32": 4, "int8_weights": 1, "int4_weights": 0.5,
+                     "int2_weights": 0.25, "int8": 1}
+_SUB8BIT_KINDS = {schema.TensorType.INT4: "int4_weights", schema.TensorType.INT2: "int2_weights"}
+# The ai-edge-quantizer recipe that gives a float FULLY_CONNECTED each sub-8-bit kind.
+_SUB8BIT_RECIPES = {"int4_weights": "dynamic_wi4c_afp32", "int2_weights": "dynamic_wi2c_afp32"}
 _BUILTIN_NAMES = inspect_tflite._BUILTIN_NAMES  # pylint: disable=protected-access
 
 
@@ -109,6 +116,12 @@ def _shape(tensor) -> list[int]:
 
 def _numel(tensor) -> int:
   return int(np.prod(_shape(tensor), dtype=np.int64))
+
+
+def _bytes(tensor, bytes_per_element: float) -> int:
+  """Bytes of a tensor whose elements take ``bytes_per_element`` (packed 4- and 2-bit
+  values: a fraction of a byte, rounded up per tensor)."""
+  return math.ceil(_numel(tensor) * bytes_per_element)
 
 
 def _has_data(model, tensor) -> bool:
@@ -157,12 +170,12 @@ def step_cost(model) -> StepCost:
       flops = 2 * _macs(name, op, tensors, inputs)
       if name != "BATCH_MATMUL" and len(inputs) > 2:
         flops += out_numel  # The fused bias: one add per output element.
-      weight_bytes = sum(_numel(tensors[i]) * constants[i][0] for i in const_inputs)
+      weight_bytes = sum(_bytes(tensors[i], constants[i][0]) for i in const_inputs)
     elif name in _GATHER_OPS:
       table = op.inputs[1] if name == "EMBEDDING_LOOKUP" else op.inputs[0]
       if table in constants:
         const_inputs = [table]
-        weight_bytes = out_numel * constants[table][0]  # The rows gathered, not the table.
+        weight_bytes = math.ceil(out_numel * constants[table][0])  # The rows, not the table.
     elif name in _MOVEMENT_OPS:
       const_inputs = []
     else:
@@ -172,7 +185,7 @@ def step_cost(model) -> StepCost:
         flops = out_numel
         if name not in _ELEMENTWISE_OPS:
           cost.unclassified_ops.append(name)
-      weight_bytes = sum(_numel(tensors[i]) * constants[i][0] for i in const_inputs)
+      weight_bytes = sum(_bytes(tensors[i], constants[i][0]) for i in const_inputs)
     flops_by_op[name] += flops
     if weight_bytes:
       bytes_by_op[name] += weight_bytes
@@ -210,6 +223,8 @@ def _weight_kind(tensors, constants, const_inputs, act_inputs) -> str:
   weight_type = constants[biggest][1]
   if weight_type == schema.TensorType.FLOAT32:
     return "float32"
+  if weight_type in _SUB8BIT_KINDS:
+    return _SUB8BIT_KINDS[weight_type]
   if weight_type in _INT8_TYPES:
     act_types = {tensors[i].type for i in act_inputs}
     return "int8" if act_types & _INT8_TYPES else "int8_weights"
@@ -232,7 +247,7 @@ class FloorReference:
 
   @property
   def weight_bytes(self) -> int:
-    return self.input_size * self.output_size * _BYTES_PER_WEIGHT[self.weight_kind]
+    return math.ceil(self.input_size * self.output_size * _BYTES_PER_WEIGHT[self.weight_kind])
 
   @property
   def flops(self) -> int:
@@ -261,8 +276,11 @@ def build_reference_model(reference: FloorReference, seed: int = 0) -> bytes:
   """Converts the reference to ``.tflite`` bytes with ``tf.lite.TFLiteConverter``.
 
   ``float32``: plain conversion; ``int8_weights``: dynamic-range quantization
-  (``Optimize.DEFAULT``); ``int8``: full-integer quantization calibrated on
-  seeded random inputs, float input and output as in the exported models.
+  (``Optimize.DEFAULT``); ``int4_weights`` / ``int2_weights``: the float model
+  through ai-edge-quantizer's ``dynamic_wi4c_afp32`` / ``dynamic_wi2c_afp32`` (the
+  exports' sub-8-bit kernels, per channel); ``int8``: full-integer quantization
+  calibrated on seeded random inputs, float input and output as in the exported
+  models.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -279,7 +297,7 @@ def build_reference_model(reference: FloorReference, seed: int = 0) -> bytes:
   module.call = call
   concrete = call.get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
-  if reference.weight_kind != "float32":
+  if reference.weight_kind in ("int8_weights", "int8"):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if reference.weight_kind == "int8":
     samples = [rng.uniform(-1.0, 1.0, (1, reference.input_size)).astype(np.float32)
@@ -287,11 +305,20 @@ def build_reference_model(reference: FloorReference, seed: int = 0) -> bytes:
     converter.representative_dataset = lambda: ([s] for s in samples)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   model_bytes = converter.convert()
+  if reference.weight_kind in _SUB8BIT_RECIPES:
+    model_bytes = _quantize_sub8bit(model_bytes, _SUB8BIT_RECIPES[reference.weight_kind])
   built = step_cost(inspect_tflite.parse(model_bytes, "<floor reference>"))
   if built.main_weight_kind != reference.weight_kind:
     raise UserError(f"the floor reference converted to {built.main_weight_kind} weights, "
                     f"not {reference.weight_kind}")
   return model_bytes
+
+
+def _quantize_sub8bit(float_bytes: bytes, recipe_name: str) -> bytes:
+  from ai_edge_quantizer import quantizer, recipe  # pylint: disable=g-import-not-at-top
+
+  engine = quantizer.Quantizer(bytearray(float_bytes), getattr(recipe, recipe_name)())
+  return bytes(engine.quantize(enable_progress_report=False).quantized_model)
 
 
 def compare_to_floor(model_result: BenchmarkResult, floor_result: BenchmarkResult,
