@@ -215,6 +215,8 @@ def test_pipeline_composes_by_default_screens_fine_tunes_finalists_and_reports(t
   results = json.load(open(out / "results.json"))
   composed = [r for r in results["rows"] if r["variant"].startswith("compose.")]
   assert composed and all(r["distill"] for r in composed)
+  finalists = pipeline.load_variants(str(out / "compose" / "finalists.json"))
+  assert {v.name for v in finalists} == {r["variant"] for r in composed}
   assert [e["budget"]["max_bytes"] for e in results["composition"]] == [60_000, 100_000]
   for entry in results["composition"]:
     if entry["chain"]:

@@ -69,6 +69,25 @@ def test_methods_best_row_per_family_follows_validation():
       ["| low_rank", "`steady+dynamic`"], ["| tt", "`tiny`"]]
 
 
+def test_composition_puts_each_budgets_chain_beside_its_best_single_method():
+  rows = ROWS + [_row("compose.lrL8+gr25.do0+int4", "low_rank+group_reduce", 600_000, 116.0,
+                      107.0, "int4", variant="compose.lrL8+gr25.do0", ms=0.01)]
+  data = {"rows": rows, "composition": [
+      {"budget": {"label": "<= 1,000,000 B"}, "chain": "compose.lrL8+gr25.do0+int4",
+       "single": "steady+dynamic"},
+      {"budget": {"label": "<= 100,000 B"}, "chain": None, "single": None}]}
+  variants = {"compose.lrL8+gr25.do0": {"params": {"lstm_rank": 8, "gr_budget": 0.25},
+                                        "distill": True, "finetune_dropout": 0.0}}
+  lines = results_page.composition(data, {"reference": "control"}, variants)
+  assert lines[0] == ("Chosen on the validation perplexity of the .tflite; test vs control "
+                      "(104.00).")
+  assert lines[4] == (
+      "| <= 1,000,000 B | `compose.lrL8+gr25.do0+int4` | low_rank+group_reduce(gr_budget=0.25, "
+      "lstm_rank=8), distilled, dropout 0, int4 | 600,000 | 116.00 | 107.00 | +2.9% | 0.01 | "
+      "`steady+dynamic` | 950,000 | 115.00 | 109.00 | +4.8% |")
+  assert lines[5] == "| <= 100,000 B | none fits | | | | | | | | none fits | | | | |"
+
+
 def test_reference_from_another_file_of_the_same_base_model(tmp_path):
   """A run without controls is restated against the reference of a run with them."""
   os.makedirs(tmp_path / "docs" / "results")
@@ -102,7 +121,7 @@ def test_published_rows_keep_their_citations():
 
 @pytest.mark.parametrize("block, message", [
     ("<!-- generated: charts docs/results/published_ptb.json -->\n<!-- end generated -->",
-     "P.md: unknown generator 'charts' (known: answer, methods, sub8bit, published, peer)"),
+     "P.md: unknown generator 'charts' (known: answer, methods, sub8bit, published, peer, composition)"),
     ("<!-- generated: answer docs/results/nope.json -->\n<!-- end generated -->",
      "P.md: block 'answer' reads docs/results/nope.json, which does not exist"),
     ("<!-- generated: answer docs/results/published_ptb.json ref -->\n<!-- end generated -->",

@@ -255,7 +255,9 @@ def search(config: PipelineConfig, runner: Pipeline,
   ``make_pipeline(config, only)`` builds the pipeline that runs the finalists
   (the caller's corpus, output dir and strategy); ``dropouts``: each finalist is
   fine-tuned once per rate (:func:`with_recipes`). Writes
-  ``<output_dir>/compose/screen.json``, one row per screened export.
+  ``<output_dir>/compose/screen.json``, one row per screened export, and
+  ``compose/finalists.json``, the finalists as a ``--variants`` file (what rebuilds
+  them, or lists them in a results page).
   """
   base_path = runner.baseline_model_path()
   width, hidden = model_dims(load_model(base_path))
@@ -271,6 +273,8 @@ def search(config: PipelineConfig, runner: Pipeline,
   log(f"compose: {len(chains)} chains screened; fine-tuning {len(chosen)} finalists: "
       f"{', '.join(v.name for v in chosen) or '(none fits a budget)'}")
   config = dataclasses.replace(config, variants=config.variants + _new_variants(config, chosen))
+  io_utils.atomic_write_json(os.path.join(runner.output_dir, "compose", "finalists.json"),
+                             [v.to_dict() for v in chosen])
   if training and chosen:
     make_pipeline(config, [v.name for v in chosen]).run()
   return config

@@ -96,7 +96,7 @@ def _settings(row: dict, variants: dict[str, dict]) -> str:
     parts[0] += "(" + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
   if variant.get("distill") or row.get("distill"):
     parts.append("distilled")
-  if variant.get("finetune_dropout"):
+  if variant.get("finetune_dropout") is not None:
     parts.append(f"dropout {variant['finetune_dropout']:g}")
   parts.append("fp32" if row.get("quantize", "none") == "none" else row["quantize"])
   return ", ".join(parts)
@@ -182,6 +182,32 @@ def sub8bit(data: dict, options: dict, variants: dict[str, dict]) -> list[str]:
   return lines
 
 
+def composition(data: dict, options: dict, variants: dict[str, dict]) -> list[str]:
+  """Per budget of a ``--search=compose`` run: the composed winner beside the best
+  single method that fits (both chosen on validation by the run's report)."""
+  rows, chosen_on = choice_rows(data["rows"])
+  ref = _reference_row(rows, options)
+  by_name = {r["name"]: r for r in rows}
+  lines = [f"Chosen on the {chosen_on}; test vs {_reference_label(ref, options)} "
+           f"({ref[TEST_KEY]:.2f}).", "",
+           "| budget | composed chain | settings | bytes | valid | test | test vs reference "
+           "| ms/token | best single method | bytes | valid | test | test vs reference |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for entry in data["composition"]:
+    cells = [entry["budget"]["label"]]
+    for name, settings in ((entry["chain"], True), (entry["single"], False)):
+      row = by_name.get(name)
+      if row is None:
+        cells += ["none fits"] + [""] * (7 if settings else 4)
+        continue
+      cells += [f"`{name}`"] + ([_settings(row, variants)] if settings else []) + [
+          f"{row['tflite_bytes']:,}", f"{row[report.CHOICE_KEY]:.2f}",
+          f"{row[TEST_KEY]:.2f}", _pct(row[TEST_KEY] / ref[TEST_KEY] - 1)] + (
+              [_ms(row)] if settings else [])
+    lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+  return lines
+
+
 def published(data: dict, options: dict, variants: dict[str, dict]) -> list[str]:
   """The papers' rows, each with its citation."""
   del options, variants
@@ -217,7 +243,7 @@ def peer(data: dict, options: dict, variants: dict[str, dict]) -> list[str]:
 
 GENERATORS: dict[str, Callable[[dict, dict, dict], list[str]]] = {
     "answer": answer, "methods": methods, "sub8bit": sub8bit, "published": published,
-    "peer": peer}
+    "peer": peer, "composition": composition}
 
 
 def _parse_spec(spec: str, page: str) -> tuple[str, str, dict]:
