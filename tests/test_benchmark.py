@@ -261,6 +261,17 @@ def test_floor_reference_streams_the_models_bytes(kind):
   assert built.flops_by_op["FULLY_CONNECTED"] == 2 * 64 * 48
 
 
+def test_int4_floor_reference_of_a_large_model_counts_its_offset_buffer():
+  """ai-edge-quantizer stores a large buffer after the flatbuffer (an offset, no inline
+  data): it is still a constant weight of the step."""
+  model_bytes = floor.build_reference_model(floor.FloorReference("int4_weights", 1024, 1024))
+  model = inspect_tflite.parse(model_bytes)
+  weight = next(t for t in model.subgraphs[0].tensors if list(t.shape) == [1024, 1024])
+  assert not model.buffers[weight.buffer].data and model.buffers[weight.buffer].offset > 1
+  cost = floor.step_cost(model)
+  assert cost.weight_bytes_by_kind == {"int4_weights": 1024 * 1024 // 2}
+
+
 def test_compare_to_floor_uses_p50_else_avg():
   cost = floor.StepCost(flops=2_000_000, weight_bytes=4_000_000)
   reference = floor.FloorReference("float32", 1024, 977)

@@ -125,8 +125,7 @@ def _bytes(tensor, bytes_per_element: float) -> int:
 
 
 def _has_data(model, tensor) -> bool:
-  buffer = model.buffers[tensor.buffer]
-  return buffer is not None and buffer.data is not None and len(buffer.data) > 0
+  return inspect_tflite.const_bytes(model, tensor) > 0
 
 
 def _op_name(model, op) -> str:

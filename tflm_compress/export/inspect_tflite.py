@@ -48,9 +48,15 @@ def non_builtin_ops(model) -> list[str]:
   return sorted({n for n in op_names(model) if n.startswith("CUSTOM:") or n.startswith("Flex")})
 
 
-def _const_bytes(model, tensor) -> int:
+def const_bytes(model, tensor) -> int:
+  """Bytes of a constant tensor's buffer: inline, or stored after the flatbuffer at an
+  offset (as ai-edge-quantizer writes large buffers); 0 for a non-constant."""
   buffer = model.buffers[tensor.buffer]
-  return 0 if buffer is None or buffer.data is None else len(buffer.data)
+  if buffer is None:
+    return 0
+  if buffer.data is not None and len(buffer.data):
+    return len(buffer.data)
+  return int(buffer.size or 0) if (buffer.offset or 0) > 1 else 0
 
 
 def tensor_group(name: str) -> str:
@@ -69,7 +75,7 @@ def bytes_by_group(model) -> dict[str, int]:
   groups = collections.Counter()
   for subgraph in model.subgraphs:
     for tensor in subgraph.tensors:
-      size = _const_bytes(model, tensor)
+      size = const_bytes(model, tensor)
       if size:
         name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
         groups[tensor_group(name)] += size
@@ -92,8 +98,8 @@ def quantization_report(model) -> dict[str, dict[str, int]]:
       name = names[index]
       index += 1
       inputs = [subgraph.tensors[i] for i in op.inputs if i >= 0]
-      consts = [t for t in inputs if _const_bytes(model, t)]
-      acts = [t for t in inputs if not _const_bytes(model, t)]
+      consts = [t for t in inputs if const_bytes(model, t)]
+      acts = [t for t in inputs if not const_bytes(model, t)]
       act_types = {t.type for t in acts}
       const_types = {t.type for t in consts}
       if act_types & {schema.TensorType.INT8, schema.TensorType.INT16} and name != "QUANTIZE":
@@ -129,7 +135,7 @@ def weight_types(model) -> list[dict]:
       if position is None or len(op.inputs) <= position or op.inputs[position] < 0:
         continue
       tensor = subgraph.tensors[op.inputs[position]]
-      if not _const_bytes(model, tensor):
+      if not const_bytes(model, tensor):
         continue
       quant = tensor.quantization
       scales = 0 if quant is None or quant.scale is None else len(quant.scale)
@@ -147,7 +153,7 @@ def weight_dtypes(model) -> dict[str, int]:
   out = collections.Counter()
   for subgraph in model.subgraphs:
     for tensor in subgraph.tensors:
-      size = _const_bytes(model, tensor)
+      size = const_bytes(model, tensor)
       if size:
         out[type_name(tensor.type)] += size
   return dict(out)
