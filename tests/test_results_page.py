@@ -88,6 +88,18 @@ def test_composition_puts_each_budgets_chain_beside_its_best_single_method():
   assert lines[5] == "| <= 100,000 B | none fits | | | | | | | | none fits | | | | |"
 
 
+def test_variants_option_reads_each_of_several_files(tmp_path):
+  os.makedirs(tmp_path / "r")
+  (tmp_path / "r" / "run.json").write_text(json.dumps({"rows": ROWS}))
+  (tmp_path / "r" / "a.json").write_text(json.dumps([{"name": "steady", "params": {"rank": 8}}]))
+  (tmp_path / "r" / "b.json").write_text(json.dumps([{"name": "tiny", "params": {"tt_rank": 2}}]))
+  page = ("<!-- generated: methods r/run.json variants=r/a.json,r/b.json -->\n"
+          "<!-- end generated -->\n")
+  text = results_page.render(page, str(tmp_path), "P.md")
+  assert "| low_rank | `steady+dynamic` | low_rank(rank=8), dynamic |" in text
+  assert "| tt | `tiny` | tt(tt_rank=2), fp32 |" in text
+
+
 def test_reference_from_another_file_of_the_same_base_model(tmp_path):
   """A run without controls is restated against the reference of a run with them."""
   os.makedirs(tmp_path / "docs" / "results")

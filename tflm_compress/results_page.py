@@ -114,7 +114,8 @@ def _ms(row: dict) -> str:
 def _variants(root: str, options: dict, page: str, generator: str) -> dict[str, dict]:
   if "variants" not in options:
     return {}
-  return {v["name"]: v for v in _load(root, options["variants"], page, generator)}
+  return {v["name"]: v for path in options["variants"].split(",")  # One file or several.
+          for v in _load(root, path, page, generator)}
 
 
 def answer(data: dict, options: dict, variants: dict[str, dict]) -> list[str]:
