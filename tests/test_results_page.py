@@ -33,11 +33,11 @@ def test_committed_page_is_what_its_files_give():
   text = open(PAGE).read()
   assert results_page.render(text, REPO_ROOT, "docs/RESULTS.md") == text, (
       "docs/RESULTS.md is out of date: run python scripts/results_page.py")
-  assert len(text.splitlines()) < 250
+  assert len(text.splitlines()) < 275
   lowered = text.lower()
   for word in ("issue", "session", "round of work"):
     assert word not in lowered, word
-  assert text.count("<!-- generated: ") == text.count("<!-- end generated -->") == 6
+  assert text.count("<!-- generated: ") == text.count("<!-- end generated -->") == 7
 
 
 def test_answer_chooses_on_validation_and_reports_test():
