@@ -194,17 +194,16 @@ def composition(data: dict, options: dict, variants: dict[str, dict]) -> list[st
            "| budget | composed chain | settings | bytes | valid | test | test vs reference "
            "| ms/token | best single method | bytes | valid | test | test vs reference |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  def figures(row: dict) -> list[str]:
+    return [f"{row['tflite_bytes']:,}", f"{row[report.CHOICE_KEY]:.2f}",
+            f"{row[TEST_KEY]:.2f}", _pct(row[TEST_KEY] / ref[TEST_KEY] - 1)]
+
   for entry in data["composition"]:
+    chain, single = by_name.get(entry["chain"]), by_name.get(entry["single"])
     cells = [entry["budget"]["label"]]
-    for name, settings in ((entry["chain"], True), (entry["single"], False)):
-      row = by_name.get(name)
-      if row is None:
-        cells += ["none fits"] + [""] * (7 if settings else 4)
-        continue
-      cells += [f"`{name}`"] + ([_settings(row, variants)] if settings else []) + [
-          f"{row['tflite_bytes']:,}", f"{row[report.CHOICE_KEY]:.2f}",
-          f"{row[TEST_KEY]:.2f}", _pct(row[TEST_KEY] / ref[TEST_KEY] - 1)] + (
-              [_ms(row)] if settings else [])
+    cells += ([f"`{chain['name']}`", _settings(chain, variants), *figures(chain), _ms(chain)]
+              if chain else ["none fits"] + [""] * 7)
+    cells += [f"`{single['name']}`", *figures(single)] if single else ["none fits"] + [""] * 4
     lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
   return lines
 
